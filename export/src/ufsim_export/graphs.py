@@ -1,0 +1,268 @@
+"""The pipeline's non-learnt steps as ONNX graphs, and the adapters around the learnt models.
+
+Graph steps (named in the spec with ``kind: graph``):
+
+- ``features``: kinematics -> Lamarr's model inputs (log10 p, slopes, eta, phi, species flags,
+  charge, straight-line propagation of the origin to the point closest to the beam).
+- ``track_sampling``: samples acceptance and the track class; builds the resolution conditions.
+- ``pid_sampling``: samples isMuon for long tracks.
+- ``assembly``: reconstructed state, covariance and PID with documented sentinels.
+
+Learnt models are exported with canonical tensor names (``features -> probabilities`` for GBDTs,
+``conditions, noise -> output`` for generators); :func:`adapt_learnt` wraps them so that their
+inputs and outputs carry the spec's tensor names, concatenates and selects condition columns, and
+draws the generator noise inside the graph from ``rng_key``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+from onnx import version_converter
+
+from . import rng
+from .onnx_builder import OPSET, GraphBuilder
+from .spec import RNG_KEY, PipelineSpec, StepSpec
+
+SPECIES_PDG = {1: 11, 2: 13, 3: 211, 4: 321, 5: 2212}
+"""species code -> |PDG id|; code 0 means the particle is not simulated (and pz <= 0 likewise)."""
+TRACK_TYPES = (0, 3, 4, 5)
+"""Track types of the efficiency classes, in order: not reconstructed, long, upstream, downstream."""
+NOT_IN_ACCEPTANCE = -1
+LONG = 3
+
+
+def _inputs(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict[str, str]:
+    names = {}
+    for ref in step.inputs:
+        tensor = spec.tensor(ref.name)
+        names[ref.name] = b.input(ref.name, tensor.dtype, tensor.width)
+    return names
+
+
+def _outputs(b: GraphBuilder, step: StepSpec, values: dict[str, str]) -> None:
+    missing = [t.name for t in step.outputs if t.name not in values]
+    if missing:
+        raise ValueError(f"graph step {step.name!r} does not compute {missing}")
+    for tensor in step.outputs:
+        b.output(values[tensor.name], tensor.name, tensor.dtype, tensor.width)
+
+
+def _build_features(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict[str, str]:
+    x = _inputs(b, spec, step)
+    zero, one = b.const(0.0), b.const(1.0)
+    px, py, pz = (b.col(x["momentum"], i) for i in range(3))
+    x0, y0, z0 = (b.col(x["origin"], i) for i in range(3))
+    sq = lambda v: b.op("Mul", v, v)  # noqa: E731
+    pt = b.op("Sqrt", b.op("Add", sq(px), sq(py)))
+    p = b.op("Sqrt", b.op("Add", b.op("Add", sq(px), sq(py)), sq(pz)))
+    log10_p = b.op("Div", b.op("Log", b.op("Max", p, b.const(1e-3))), b.const(np.log(10.0)))
+    forward = b.op("Greater", pz, zero)
+    safe_pz = b.where(forward, pz, one)
+    tx = b.where(forward, b.op("Div", px, safe_pz), zero)
+    ty = b.where(forward, b.op("Div", py, safe_pz), zero)
+    eta = b.op("Asinh", b.op("Div", pz, b.op("Max", pt, b.const(1e-6))))
+    # atan2(py, px) from Atan with quadrant corrections; 0 for px = py = 0
+    atan = b.op("Atan", b.op("Div", py, b.where(b.op("Equal", px, zero), b.const(1e-30), px)))
+    left = b.op("Less", px, zero)
+    shift = b.where(left, b.where(b.op("Less", py, zero), b.const(-np.pi), b.const(np.pi)), zero)
+    phi = b.op("Add", atan, shift)
+    # species flags from |pid|; particles going backwards (pz <= 0) are not simulated
+    abs_pid = b.op("Abs", x["pid"])
+    flag = {code: b.op("Equal", abs_pid, b.const(pdg, np.int32)) for code, pdg in SPECIES_PDG.items()}
+    codes = [b.op("Mul", b.cast(flag[c], "INT32"), b.const(c, np.int32)) for c in SPECIES_PDG]
+    species = codes[0]
+    for c in codes[1:]:
+        species = b.op("Add", species, c)
+    species = b.where(forward, species, b.const(0, np.int32))
+    fl = {c: b.cast(f, "FP32") for c, f in flag.items()}
+    is_h = b.op("Add", b.op("Add", fl[3], fl[4]), fl[5])
+    # charge: e-/mu- have positive PDG ids; hadrons carry the sign of their id
+    sign = b.op("Sign", b.cast(x["pid"], "FP32"))
+    lepton = b.op("Or", flag[1], flag[2])
+    charge = b.where(lepton, b.op("Neg", sign), sign)
+    # straight line to the point closest to the beam axis: z = z0 - (tx x0 + ty y0) / (tx^2 + ty^2)
+    slope2 = b.op("Add", sq(tx), sq(ty))
+    has_slope = b.op("Greater", slope2, zero)
+    dz = b.where(
+        has_slope,
+        b.op(
+            "Neg",
+            b.op(
+                "Div", b.op("Add", b.op("Mul", tx, x0), b.op("Mul", ty, y0)), b.where(has_slope, slope2, one)
+            ),
+        ),
+        zero,
+    )
+    ctb_x = b.op("Add", x0, b.op("Mul", tx, dz))
+    ctb_y = b.op("Add", y0, b.op("Mul", ty, dz))
+    ctb_z = b.op("Add", z0, dz)
+    return {
+        "species": species,
+        "tracking_features": b.concat(x0, y0, z0, log10_p, tx, ty, eta, phi, fl[1], fl[2], is_h, charge),
+        "ctb_features": b.concat(ctb_x, ctb_y, ctb_z, tx, ty, log10_p, fl[1], fl[2], is_h),
+        "true_state": b.concat(ctb_x, ctb_y, ctb_z, tx, ty, p),
+        "pid_features": b.concat(log10_p, eta, x["n_tracks"], charge, fl[1], fl[2], fl[3], fl[4], fl[5]),
+    }
+
+
+def _build_track_sampling(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict[str, str]:
+    x = _inputs(b, spec, step)
+    assert step.stream is not None
+    u = rng.uniforms_graph(b, x[RNG_KEY], step.stream, 2)
+    in_acceptance = b.op("Less", b.col(u, 0), b.col(x["acceptance_probability"], 1))
+    # inverse-CDF sampling of the class; u scaled by the sum so rounding never leaves a gap
+    probs = x["efficiency_probability"]
+    cdf = b.op("CumSum", probs, b.const(1, np.int64))
+    u_class = b.op("Mul", b.col(u, 1), b.col(cdf, 3))
+    edges = b.cols(cdf, [0, 1, 2])
+    klass = b.op(
+        "ReduceSum",
+        b.cast(b.op("GreaterOrEqual", u_class, edges), "INT64"),
+        b.const([1], np.int64),
+        keepdims=1,
+    )
+    track_type = b.op(
+        "Gather",
+        b.const(np.asarray(TRACK_TYPES, np.int32), np.int32),
+        b.op("Squeeze", klass, b.const([1], np.int64)),
+    )
+    track_type = b.op("Unsqueeze", track_type, b.const([1], np.int64))
+    simulated = b.op("Greater", x["species"], b.const(0, np.int32))
+    keep = b.op("And", simulated, in_acceptance)
+    track_type = b.where(keep, track_type, b.const(NOT_IN_ACCEPTANCE, np.int32))
+    flags = [b.cast(b.op("Equal", track_type, b.const(t, np.int32)), "FP32") for t in (3, 4, 5)]
+    return {"track_type": track_type, "resolution_conditions": b.concat(x["ctb_features"], *flags)}
+
+
+def _build_pid_sampling(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict[str, str]:
+    x = _inputs(b, spec, step)
+    assert step.stream is not None
+    u = rng.uniforms_graph(b, x[RNG_KEY], step.stream, 1)
+    passed = b.op("Less", u, b.col(x["is_muon_probability"], 1))
+    applies = b.op("Equal", x["track_type"], b.const(LONG, np.int32))
+    sentinel = spec.tensor("is_muon").sentinel_values()
+    assert sentinel is not None
+    is_muon = b.where(applies, b.cast(passed, "INT32"), b.const(sentinel, np.int32))
+    return {"is_muon": is_muon, "is_muon_flag": b.cast(b.op("And", applies, passed), "FP32")}
+
+
+def _covariance_indices() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each upper-triangle entry (i <= j) of the 5x5 covariance: i, j and its correlation slot."""
+    corr_order = [(0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3), (0, 4), (1, 4), (2, 4), (3, 4)]
+    rows, cols, slots = [], [], []
+    for i in range(5):
+        for j in range(i, 5):
+            rows.append(i)
+            cols.append(j)
+            slots.append(0 if i == j else 1 + corr_order.index((i, j)))
+    return np.array(rows), np.array(cols), np.array(slots)
+
+
+def _build_assembly(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict[str, str]:
+    x = _inputs(b, spec, step)
+
+    def sentinel(name: str) -> str:
+        values = spec.tensor(name).sentinel_values()
+        assert values is not None, f"output {name!r} needs a sentinel in the spec"
+        return b.const(values, spec.tensor(name).numpy_dtype)
+
+    reco = b.op("Greater", x["track_type"], b.const(0, np.int32))
+    res = x["resolution_residuals"]
+    state = b.op("Add", x["true_state"], b.cols(res, range(6)))
+    chi2 = b.op("Max", b.col(res, 6), b.const(0.0))
+    ndof = b.op("Max", b.op("Floor", b.col(res, 7)), b.const(1.0))
+    ghost = b.op("Clip", b.col(res, 8), b.const(0.0), b.const(1.0))
+    quality = b.concat(chi2, ndof, ghost)
+    cov_params = x["covariance_parameters"]
+    sigma = b.op("Exp", b.op("Mul", b.cols(cov_params, range(5)), b.const(0.5)))
+    corr = b.op("Clip", b.cols(cov_params, range(5, 15)), b.const(-1.0), b.const(1.0))
+    ones = b.op("Add", b.op("Mul", b.col(sigma, 0), b.const(0.0)), b.const(1.0))
+    rows, cols, slots = _covariance_indices()
+    rho = b.cols(b.concat(ones, corr), slots)
+    cov = b.op("Mul", rho, b.op("Mul", b.cols(sigma, rows), b.cols(sigma, cols)))
+    long_track = b.op("Equal", x["track_type"], b.const(LONG, np.int32))
+    muon = b.op("Equal", x["is_muon"], b.const(1, np.int32))
+    # ProbNN are probabilities: clip them to [0, 1]; the DLL columns pass through
+    gpid = x["global_pid_response"]
+    gpid = b.op(
+        "Max", b.op("Min", gpid, b.const([np.inf] * 4 + [1.0] * 5)), b.const([-np.inf] * 4 + [0.0] * 5)
+    )
+    return {
+        "track_state": b.where(reco, state, sentinel("track_state")),
+        "track_quality": b.where(reco, quality, sentinel("track_quality")),
+        "track_covariance": b.where(reco, cov, sentinel("track_covariance")),
+        "rich_dll": b.where(long_track, x["rich_response"], sentinel("rich_dll")),
+        "muon_ll": b.where(muon, x["muon_response"], sentinel("muon_ll")),
+        "global_pid": b.where(long_track, gpid, sentinel("global_pid")),
+    }
+
+
+GRAPH_BUILDERS: dict[str, Callable[[GraphBuilder, PipelineSpec, StepSpec], dict[str, str]]] = {
+    "features": _build_features,
+    "track_sampling": _build_track_sampling,
+    "pid_sampling": _build_pid_sampling,
+    "assembly": _build_assembly,
+}
+
+
+def build_graph_step(spec: PipelineSpec, step: StepSpec) -> onnx.ModelProto:
+    """The ONNX model of a non-learnt step, with the spec's tensor names."""
+    try:
+        builder = GRAPH_BUILDERS[step.name]
+    except KeyError:
+        raise KeyError(
+            f"step {step.name!r} is kind 'graph' but ufsim-export has no builder for it; "
+            f"known graph steps: {sorted(GRAPH_BUILDERS)}"
+        ) from None
+    b = GraphBuilder(step.name)
+    _outputs(b, step, builder(b, spec, step))
+    return b.build(doc=f"ufsim non-learnt step {step.name!r}, generated from the pipeline spec")
+
+
+def _conditions(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> str:
+    parts = []
+    for ref in step.tensor_inputs:
+        tensor = spec.tensor(ref.name)
+        name = b.input(ref.name, tensor.dtype, tensor.width)
+        parts.append(b.cols(name, ref.columns) if ref.columns is not None else name)
+    return b.concat(*parts)
+
+
+def adapt_learnt(spec: PipelineSpec, step: StepSpec, raw: onnx.ModelProto) -> onnx.ModelProto:
+    """Wrap a learnt model (canonical names) so that it takes and returns the spec's tensors."""
+    if raw.opset_import and max(o.version for o in raw.opset_import if o.domain in ("", "ai.onnx")) < OPSET:
+        raw = version_converter.convert_version(raw, OPSET)
+    raw_inputs = {i.name for i in raw.graph.input}
+    raw_outputs = [o.name for o in raw.graph.output]
+    b = GraphBuilder(step.name, prefix="ufsim_")
+    if step.kind == "gbdt":
+        feeds = {"features": _conditions(b, spec, step)}
+        produced = "probabilities"
+    elif step.kind == "generator":
+        feeds = {"conditions": _conditions(b, spec, step)}
+        key = b.input(RNG_KEY, "UINT64", 1)
+        assert step.stream is not None and step.noise_dim is not None
+        feeds["noise"] = rng.normals_graph(b, key, step.stream, step.noise_dim)
+        produced = "output"
+    else:
+        raise ValueError(f"step {step.name!r} of kind {step.kind!r} is not a learnt model")
+    if raw_inputs != set(feeds) or produced not in raw_outputs:
+        raise ValueError(
+            f"step {step.name!r}: the learnt model has inputs {sorted(raw_inputs)}, outputs {raw_outputs}; "
+            f"a {step.kind} needs inputs {sorted(feeds)} and output {produced!r}"
+        )
+    out = step.outputs[0]
+    graph = raw.graph
+    renames = {canonical: feeds[canonical] for canonical in feeds}
+    for node in graph.node:
+        node.input[:] = [renames.get(name, name) for name in node.input]
+    b.nodes.extend(graph.node)
+    b.initializers.extend(graph.initializer)
+    b.output(produced, out.name, out.dtype, out.width)
+    model = b.build(doc=f"ufsim learnt step {step.name!r} ({step.kind}), adapted to the pipeline spec")
+    extra = [o for o in raw.opset_import if o.domain not in ("", "ai.onnx")]
+    model.opset_import.extend(extra)
+    return model

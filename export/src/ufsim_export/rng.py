@@ -1,0 +1,106 @@
+"""Counter-based random numbers from a per-particle key, inside ONNX graphs and in numpy.
+
+Why: noise must depend only on (rng_key, step stream, draw index), never on batch composition,
+model instance or session state, and must never travel over the network. ONNX ``Random*Like``
+cannot give that (their state lives in the runtime session).
+
+Algorithm (SplitMix64 finaliser, Steele et al. 2014, which passes BigCrush):
+
+    mix(x)   = x ^= x >> 30; x *= 0xBF58476D1CE4E5B9; x ^= x >> 27; x *= 0x94D049BB133111EB; x ^= x >> 31
+    word_j   = mix(mix(rng_key) ^ mix((stream << 32) | j))
+    u_j      = ((word_j >> 40) + 0.5) * 2**-24                  uniform in (0, 1), float32, 24 bits
+    normals  = Box-Muller on consecutive pairs (u_2k, u_2k+1), float32; |z| <= 5.9
+
+ONNX Runtime 1.19.2 (NGC 24.10) has no uint64 Add or Mul on CPU, so the multiplications run as
+int64 (two's-complement wrap-around gives the same bits) between bit-preserving Casts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .onnx_builder import GraphBuilder
+
+_M1 = 0xBF58476D1CE4E5B9
+_M2 = 0x94D049BB133111EB
+_SHIFTS = (30, 27, 31)
+_U24 = 2.0**-24
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser on uint64 arrays (wrapping arithmetic)."""
+    x = np.asarray(x, dtype=np.uint64).copy()
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(_M1)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(_M2)
+        x ^= x >> np.uint64(31)
+    return x
+
+
+def counters(stream: int, count: int) -> np.ndarray:
+    """The mixed per-draw counters of a stream, shape (1, count), uint64."""
+    j = np.arange(count, dtype=np.uint64)
+    return mix64((np.uint64(stream) << np.uint64(32)) | j).reshape(1, count)
+
+
+def uniforms(keys: np.ndarray, stream: int, count: int) -> np.ndarray:
+    """Reference implementation: uniforms (N, count) in (0, 1), float32."""
+    keys = np.asarray(keys, dtype=np.uint64).reshape(-1, 1)
+    words = mix64(mix64(keys) ^ counters(stream, count))
+    return (((words >> np.uint64(40)).astype(np.float32) + np.float32(0.5)) * np.float32(_U24)).astype(
+        np.float32
+    )
+
+
+def normals(keys: np.ndarray, stream: int, dim: int) -> np.ndarray:
+    """Reference implementation: standard normals (N, dim), float32, by Box-Muller."""
+    if dim % 2:
+        raise ValueError(f"noise_dim must be even for Box-Muller, got {dim}")
+    u = uniforms(keys, stream, dim)
+    r = np.sqrt(np.float32(-2.0) * np.log(u[:, 0::2]))
+    angle = np.float32(2.0 * np.pi) * u[:, 1::2]
+    z = np.empty_like(u)
+    z[:, 0::2] = r * np.cos(angle)
+    z[:, 1::2] = r * np.sin(angle)
+    return z
+
+
+def _mix_graph(b: GraphBuilder, x: str) -> str:
+    """mix64 as ONNX nodes on a UINT64 tensor."""
+    for shift, mult in ((_SHIFTS[0], _M1), (_SHIFTS[1], _M2)):
+        x = b.op("BitwiseXor", x, b.op("BitShift", x, b.const(shift, np.uint64), direction="RIGHT"))
+        signed = b.cast(x, "INT64")
+        x = b.cast(
+            b.op("Mul", signed, b.const(np.array(mult, dtype=np.uint64).view(np.int64), np.int64)), "UINT64"
+        )
+    return b.op("BitwiseXor", x, b.op("BitShift", x, b.const(_SHIFTS[2], np.uint64), direction="RIGHT"))
+
+
+def uniforms_graph(b: GraphBuilder, key: str, stream: int, count: int) -> str:
+    """Add nodes computing :func:`uniforms` from a [N, 1] UINT64 key; returns [N, count] FP32."""
+    words = _mix_graph(b, b.op("BitwiseXor", _mix_graph(b, key), b.const(counters(stream, count), np.uint64)))
+    top = b.cast(b.op("BitShift", words, b.const(40, np.uint64), direction="RIGHT"), "FP32")
+    return b.op("Mul", b.op("Add", top, b.const(0.5)), b.const(_U24))
+
+
+def normals_graph(b: GraphBuilder, key: str, stream: int, dim: int) -> str:
+    """Add nodes computing :func:`normals`; returns [N, dim] FP32."""
+    if dim % 2:
+        raise ValueError(f"noise_dim must be even for Box-Muller, got {dim}")
+    u = uniforms_graph(b, key, stream, dim)
+    u1 = b.cols(u, range(0, dim, 2))
+    u2 = b.cols(u, range(1, dim, 2))
+    r = b.op("Sqrt", b.op("Mul", b.op("Log", u1), b.const(-2.0)))
+    angle = b.op("Mul", u2, b.const(2.0 * np.pi))
+    cos = b.op("Mul", r, b.op("Cos", angle))
+    sin = b.op("Mul", r, b.op("Sin", angle))
+    # interleave (cos_k, sin_k) -> columns 2k, 2k+1
+    pairs = b.op(
+        "Concat",
+        b.op("Unsqueeze", cos, b.const([2], np.int64)),
+        b.op("Unsqueeze", sin, b.const([2], np.int64)),
+        axis=2,
+    )
+    return b.op("Reshape", pairs, b.const([-1, dim], np.int64))
