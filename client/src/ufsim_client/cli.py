@@ -1,0 +1,173 @@
+"""The ``ufsim`` command line: ``simulate``, ``gun-spectra`` and ``report``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from ufsim_client.errors import ContractError, InputError, ServerError, UfsimError
+from ufsim_client.events import Event
+from ufsim_client.readers import generate_pythia, particle_gun, read_hepmc, read_parquet, spectra_from_pythia
+from ufsim_client.simulate import simulate
+from ufsim_client.transport import RetryPolicy
+from ufsim_client.writers import open_writer
+
+__all__ = ["main"]
+
+log = logging.getLogger("ufsim_client")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ufsim", description="LHCb ultra-fast simulation client for a Triton ufsim server."
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log messages (-vv for debug)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sim = commands.add_parser("simulate", help="simulate events on one or more servers and write an ntuple")
+    sim.add_argument(
+        "--server",
+        action="append",
+        required=True,
+        metavar="HOST:PORT",
+        help="Triton gRPC endpoint; repeat for fail-over, tried in order",
+    )
+    source = sim.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--input",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="HepMC2/HepMC3 ASCII file(s), or a parquet particle table (.parquet)",
+    )
+    source.add_argument(
+        "--pythia",
+        nargs="?",
+        const="default",
+        metavar="CARD",
+        help="generate with Pythia 8 in-process; CARD is a settings file (default: 13 TeV min bias)",
+    )
+    source.add_argument(
+        "--gun",
+        metavar="SPEC",
+        help="particle gun, e.g. 'pid=211/321,p=2000:100000,eta=2:5,n=50' or spectra.npz",
+    )
+    sim.add_argument("--events", type=int, metavar="N", help="events to simulate (all of --input by default)")
+    sim.add_argument("--seed", type=int, required=True, metavar="S", help="job seed (rng keys, generators)")
+    sim.add_argument("--output", type=Path, required=True, metavar="FILE", help="ntuple, .root or .parquet")
+    sim.add_argument("--batch-size", type=int, default=8192, help="particles per request (default 8192)")
+    sim.add_argument("--in-flight", type=int, default=4, help="requests in flight (default 4)")
+    sim.add_argument("--model", default="pipeline", help="ensemble name (default pipeline)")
+    sim.add_argument(
+        "--crossing",
+        choices=("event", "file"),
+        default="event",
+        help="HepMC: one event per GenEvent (default) or per file (bunch crossing)",
+    )
+    sim.add_argument(
+        "--retry-timeout",
+        type=float,
+        default=300.0,
+        help="seconds to keep retrying a request across servers (default 300)",
+    )
+    sim.add_argument("--tree", default="ufsim", help="TTree name for ROOT output (default ufsim)")
+    sim.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    spectra = commands.add_parser("gun-spectra", help="sample production spectra from Pythia once, for --gun")
+    spectra.add_argument(
+        "--pythia", default="default", metavar="CARD", help="Pythia settings file (default card)"
+    )
+    spectra.add_argument("--events", type=int, default=2000, metavar="N", help="Pythia events (default 2000)")
+    spectra.add_argument("--seed", type=int, default=1, metavar="S")
+    spectra.add_argument("--output", type=Path, required=True, metavar="FILE", help="histogram file (.npz)")
+
+    report = commands.add_parser("report", help="markdown report with plots from an ntuple")
+    report.add_argument("ntuple", type=Path, help="ntuple written by 'ufsim simulate'")
+    report.add_argument("--output", type=Path, required=True, metavar="DIR")
+    report.add_argument("--tree", default="ufsim", help="TTree name for ROOT input (default ufsim)")
+    return parser
+
+
+def _events(args: argparse.Namespace) -> Iterator[Event]:
+    if args.input:
+        files: list[Path] = args.input
+        if all(f.suffix.lower() in (".parquet", ".pq") for f in files):
+            for path in files:
+                yield from read_parquet(path, max_events=args.events)
+            return
+        yield from read_hepmc(files, max_events=args.events, crossing=args.crossing)
+        return
+    if args.events is None:
+        raise InputError("events", "--events N is required with --pythia and --gun")
+    if args.pythia is not None:
+        yield from generate_pythia(args.pythia, seed=args.seed, n_events=args.events)
+    else:
+        yield from particle_gun(args.gun, seed=args.seed, n_events=args.events)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    if args.events is not None and args.events < 1:
+        raise InputError("events", f"expected a positive number of events, not {args.events}")
+    if (
+        args.input
+        and len(args.input) > 1
+        and any(f.suffix.lower() in (".parquet", ".pq") for f in args.input)
+    ):
+        raise InputError("input", "several parquet tables would repeat event numbers; pass one")
+    writer = (
+        open_writer(args.output, tree=args.tree)
+        if args.output.suffix.lower() == ".root"
+        else open_writer(args.output)
+    )
+    summary = simulate(
+        _events(args),
+        args.server,
+        writer,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        max_in_flight=args.in_flight,
+        total_events=args.events,
+        progress=not args.no_progress,
+        model=args.model,
+        retry=RetryPolicy(total_timeout=args.retry_timeout),
+    )
+    sys.stdout.write(f"ufsim: wrote {args.output}: {summary}\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 bad input, 3 server failure)."""
+    args = _parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "simulate":
+            return _simulate(args)
+        if args.command == "gun-spectra":
+            spectra = spectra_from_pythia(args.pythia, seed=args.seed, n_events=args.events)
+            spectra.save(args.output)
+            sys.stdout.write(f"ufsim: wrote {args.output} ({int(spectra.counts.sum())} particles)\n")
+            return 0
+        from ufsim_client.report import write_report
+
+        path = write_report(args.ntuple, args.output, tree=args.tree)
+        sys.stdout.write(f"ufsim: wrote {path}\n")
+        return 0
+    except (InputError, FileNotFoundError, ValueError) as err:
+        log.error("%s", err)
+        return 2
+    except (ServerError, ContractError, UfsimError) as err:
+        log.error("%s", err)
+        return 3
+    except KeyboardInterrupt:
+        log.error("interrupted; no output written")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Events as the client sees them: the particles to simulate, their occupancy, and their validation.
+
+An :class:`Event` holds only the particles that are sent to the server: charged final-state electrons,
+muons, pions, kaons and protons (|pid| in :data:`SIMULATED_PIDS`). Readers select them from generator
+records with :func:`select_simulated`; :func:`count_n_tracks` gives the occupancy ``n_tracks``.
+
+``n_tracks`` (the event occupancy the PID and tracking models are conditioned on) is the number of
+charged final-state e, mu, pi, K, p in the *whole generator record* of the event with 2 < eta < 5,
+whatever their pz sign or whether they are sent (eta > 2 implies pz > 0 anyway).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ufsim_client.errors import InputError
+
+__all__ = [
+    "ETA_RANGE",
+    "SIMULATED_PIDS",
+    "Event",
+    "count_n_tracks",
+    "pseudorapidity",
+    "select_simulated",
+]
+
+SIMULATED_PIDS: tuple[int, ...] = (11, 13, 211, 321, 2212)
+"""Absolute PDG ids the service simulates (e, mu, pi, K, p); both charges are accepted."""
+
+ETA_RANGE: tuple[float, float] = (2.0, 5.0)
+"""Pseudorapidity range of the particles counted in ``n_tracks`` (LHCb acceptance)."""
+
+_ACCEPTED = ", ".join(f"±{p}" for p in SIMULATED_PIDS)
+
+
+def pseudorapidity(momentum: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Pseudorapidity of momenta ``(n, 3)``; +inf/-inf along the beam axis."""
+    mom = np.asarray(momentum, dtype=np.float64)
+    pt = np.hypot(mom[:, 0], mom[:, 1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.arcsinh(mom[:, 2] / pt)
+
+
+def select_simulated(pid: ArrayLike, momentum: ArrayLike) -> NDArray[np.bool_]:
+    """Mask of particles to send: |pid| in :data:`SIMULATED_PIDS` and pz > 0 (final state is the caller's)."""
+    pid_arr = np.asarray(pid)
+    mom = np.asarray(momentum, dtype=np.float64).reshape(-1, 3)
+    return np.isin(np.abs(pid_arr), SIMULATED_PIDS) & (mom[:, 2] > 0)
+
+
+def count_n_tracks(pid: ArrayLike, momentum: ArrayLike) -> int:
+    """Occupancy of an event from its final-state particles: simulated species with 2 < eta < 5."""
+    pid_arr = np.asarray(pid)
+    mom = np.asarray(momentum, dtype=np.float64).reshape(-1, 3)
+    if len(pid_arr) == 0:
+        return 0
+    eta = pseudorapidity(mom)
+    lo, hi = ETA_RANGE
+    return int(np.count_nonzero(np.isin(np.abs(pid_arr), SIMULATED_PIDS) & (eta > lo) & (eta < hi)))
+
+
+@dataclass
+class Event:
+    """Particles of one event to simulate, validated and converted on construction.
+
+    Args:
+        pid: PDG ids, shape ``(n,)``, integers with |pid| in :data:`SIMULATED_PIDS`.
+        origin: origin vertices in mm, shape ``(n, 3)``.
+        momentum: true momenta (px, py, pz) in MeV, shape ``(n, 3)``.
+        n_tracks: event occupancy (see the module docstring), finite and >= 0.
+        number: event number used for the particles' rng keys; ``None`` lets
+            :func:`ufsim_client.simulate` number events in the order it receives them.
+
+    Raises:
+        InputError: naming the field that has the wrong dtype or shape, a NaN or infinite value,
+            an unknown pid, or no particles at all.
+    """
+
+    pid: NDArray[np.int32]
+    origin: NDArray[np.float32]
+    momentum: NDArray[np.float32]
+    n_tracks: float
+    number: int | None = None
+
+    def __post_init__(self) -> None:
+        where = "" if self.number is None else f" (event {self.number})"
+        self.pid = _as_pid(self.pid, where)
+        n = len(self.pid)
+        if n == 0:
+            raise InputError("pid", f"the event has no particles{where}; an event must hold at least one")
+        self.origin = _as_vectors("origin", self.origin, n, where)
+        self.momentum = _as_vectors("momentum", self.momentum, n, where)
+        try:
+            n_tracks = float(self.n_tracks)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise InputError("n_tracks", f"expected a number, not {self.n_tracks!r}{where}") from None
+        if not np.isfinite(n_tracks) or n_tracks < 0:
+            raise InputError("n_tracks", f"expected a finite number >= 0, not {n_tracks!r}{where}")
+        self.n_tracks = n_tracks
+        if self.number is not None and (not isinstance(self.number, int | np.integer) or self.number < 0):
+            raise InputError("number", f"event numbers are integers >= 0, not {self.number!r}")
+
+    def __len__(self) -> int:
+        return len(self.pid)
+
+
+def _as_pid(values: object, where: str) -> NDArray[np.int32]:
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "iu":
+        raise InputError("pid", f"expected integer PDG ids, not dtype {arr.dtype}{where}")
+    if arr.ndim != 1:
+        raise InputError("pid", f"expected shape (n,), not {arr.shape}{where}")
+    bad = ~np.isin(np.abs(arr.astype(np.int64)), SIMULATED_PIDS)
+    if bad.any():
+        unknown = sorted({int(v) for v in arr[bad]})[:10]
+        raise InputError(
+            "pid",
+            f"unknown or not simulated PDG id(s) {unknown}{where}; accepted values are {_ACCEPTED}",
+        )
+    return arr.astype(np.int32)
+
+
+def _as_vectors(name: str, values: object, n: int, where: str) -> NDArray[np.float32]:
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "fiu":
+        raise InputError(name, f"expected real numbers, not dtype {arr.dtype}{where}")
+    if arr.shape != (n, 3):
+        raise InputError(name, f"expected shape ({n}, 3) to match {n} pid values, not {arr.shape}{where}")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise InputError(name, f"NaN or infinite value in particle {row}: {arr[row].tolist()}{where}")
+    return arr.astype(np.float32)

@@ -1,0 +1,186 @@
+"""Ntuple writers: ROOT TTree (uproot), parquet (pyarrow) and in-memory, all written atomically.
+
+A file writer writes to a temporary file next to the target (``.NAME.XXXX.tmp``), and only
+:meth:`~_AtomicWriter.close` makes it appear: fsync, ``os.replace`` onto the target, fsync of the
+directory. :meth:`~_AtomicWriter.abort` (or leaving the ``with`` block by an exception) deletes the
+temporary file, so a failed run never leaves a partial file at the target. Rows are buffered and
+written in chunks of at least ``chunk_rows``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ufsim_client import extras
+from ufsim_client.ntuple import schema
+
+__all__ = ["MemoryWriter", "ParquetWriter", "RootWriter", "Writer", "open_writer"]
+
+log = logging.getLogger(__name__)
+
+Columns = dict[str, NDArray[Any]]
+
+
+class Writer(Protocol):
+    """What :func:`ufsim_client.simulate` writes rows to."""
+
+    def write(self, columns: Columns) -> None:
+        """Append rows (all columns of :func:`ufsim_client.ntuple.schema`, same length)."""
+
+    def close(self) -> None:
+        """Finish the output (for files: make it appear at its path)."""
+
+    def abort(self) -> None:
+        """Drop everything written so far."""
+
+
+class MemoryWriter:
+    """Collects rows in memory; :meth:`columns` concatenates them."""
+
+    def __init__(self) -> None:
+        self._chunks: list[Columns] = []
+
+    def write(self, columns: Columns) -> None:
+        self._chunks.append(columns)
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        self._chunks.clear()
+
+    def columns(self) -> Columns:
+        """All rows written so far, one array per column."""
+        types = schema()
+        return {
+            name: np.concatenate([c[name] for c in self._chunks]) if self._chunks else np.empty(0, dtype)
+            for name, dtype in types.items()
+        }
+
+
+class _AtomicWriter:
+    """Buffering and temporary-file handling shared by the file writers."""
+
+    def __init__(self, path: str | os.PathLike[str], *, chunk_rows: int = 100_000) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self.tmp_path = Path(tmp)
+        self.chunk_rows = chunk_rows
+        self.schema = schema()
+        self._buffer: list[Columns] = []
+        self._buffered = 0
+        self._done = False
+
+    def write(self, columns: Columns) -> None:
+        self._buffer.append(columns)
+        self._buffered += len(next(iter(columns.values())))
+        if self._buffered >= self.chunk_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        rows = {name: np.concatenate([c[name] for c in self._buffer]) for name in self.schema}
+        self._buffer, self._buffered = [], 0
+        self._write_chunk(rows)
+
+    def _write_chunk(self, rows: Columns) -> None:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self._done:
+            return
+        try:
+            self._flush()
+            self._finish()
+            with open(self.tmp_path, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(self.tmp_path, self.path)
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        log.info("wrote %s", self.path)
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        with contextlib.suppress(Exception):
+            self._finish()
+        self.tmp_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> _AtomicWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class ParquetWriter(_AtomicWriter):
+    """Parquet file, one row group per chunk."""
+
+    def __init__(self, path: str | os.PathLike[str], *, chunk_rows: int = 100_000) -> None:
+        super().__init__(path, chunk_rows=chunk_rows)
+        pa = extras.pyarrow()
+        pq = extras.pyarrow_parquet()
+        self._arrow_schema = pa.schema(
+            [(name, pa.from_numpy_dtype(dtype)) for name, dtype in self.schema.items()]
+        )
+        self._writer = pq.ParquetWriter(str(self.tmp_path), self._arrow_schema)
+
+    def _write_chunk(self, rows: Columns) -> None:
+        pa = extras.pyarrow()
+        self._writer.write_table(pa.table(rows, schema=self._arrow_schema))
+
+    def _finish(self) -> None:
+        self._writer.close()
+
+
+class RootWriter(_AtomicWriter):
+    """ROOT file with one TTree named ``tree`` (default ``ufsim``), one basket per chunk."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, tree: str = "ufsim", chunk_rows: int = 100_000
+    ) -> None:
+        super().__init__(path, chunk_rows=chunk_rows)
+        uproot = extras.uproot()
+        self._file = uproot.recreate(str(self.tmp_path))
+        self._tree = self._file.mktree(tree, dict(self.schema.items()), title="ufsim particles")
+
+    def _write_chunk(self, rows: Columns) -> None:
+        self._tree.extend(rows)
+
+    def _finish(self) -> None:
+        self._file.close()
+
+
+def open_writer(path: str | os.PathLike[str], **options: Any) -> ParquetWriter | RootWriter:
+    """A writer chosen by the file name: ``.root`` for ROOT, ``.parquet``/``.pq`` for parquet."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".root":
+        return RootWriter(path, **options)
+    if suffix in (".parquet", ".pq"):
+        return ParquetWriter(path, **options)
+    raise ValueError(f"unknown output format {suffix!r} for {str(path)!r}; use a .root or .parquet file name")
