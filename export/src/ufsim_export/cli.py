@@ -1,0 +1,133 @@
+"""The ``ufsim-export`` command line: check the spec, build the repository, train, validate."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .spec import SpecError, default_spec_path, load_spec
+
+log = logging.getLogger("ufsim_export")
+DEFAULT_DATA = Path("../shared/data/lamarr-trk-2016MU")
+
+
+def _check(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    for step in spec.steps:
+        ins = ", ".join(r.name for r in step.inputs)
+        outs = ", ".join(t.name for t in step.outputs)
+        print(f"{step.name:22s} {step.kind:9s} {ins}  ->  {outs}")
+    print(f"spec {args.spec}: {len(spec.steps)} steps, wiring OK")
+    return 0
+
+
+def _configs(args: argparse.Namespace) -> int:
+    from .repository import write_configs
+
+    for path in write_configs(load_spec(args.spec), args.out):
+        print(path)
+    return 0
+
+
+def _repository(args: argparse.Namespace) -> int:
+    from .repository import write_repository
+
+    out = write_repository(load_spec(args.spec), args.models, args.out, repository_version=args.version)
+    print(f"wrote {out}")
+    return 0
+
+
+def _toy(args: argparse.Namespace) -> int:
+    from .toy import train_toy_models
+
+    print(f"wrote {train_toy_models(args.out, spec=load_spec(args.spec), seed=args.seed)}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .training import pid, tracking
+
+    start = time.perf_counter()
+    if args.only in (None, "tracking"):
+        if not args.data.is_dir():
+            raise SystemExit(f"--data {args.data}: no such directory (the Lamarr 2016 tracking sample)")
+        tracking.train(args.data, args.out, seed=args.seed, quick=args.quick)
+    if args.only in (None, "pid"):
+        pid.train(args.out, seed=args.seed, quick=args.quick)
+    print(f"training took {time.perf_counter() - start:.0f} s; models in {args.out}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .validation.report import write_report
+
+    print(f"wrote {write_report(args.data, args.models, args.out, quick=args.quick)}")
+    return 0
+
+
+def _contract(args: argparse.Namespace) -> int:
+    from .docs import contract_markdown
+
+    print(contract_markdown(load_spec(args.spec)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="ufsim-export", description=__doc__)
+    parser.add_argument("--spec", type=Path, default=default_spec_path(), help="pipeline spec YAML")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", help="validate the spec's wiring and print the steps").set_defaults(func=_check)
+    p = sub.add_parser("configs", help="write only the config.pbtxt files")
+    p.add_argument("--out", type=Path, default=Path("model_repository"))
+    p.set_defaults(func=_configs)
+    p = sub.add_parser(
+        "repository", help="build the full Triton model repository (models, configs, ensemble)"
+    )
+    p.add_argument(
+        "--models", type=Path, default=Path("export/models"), help="raw learnt models (<step>.onnx)"
+    )
+    p.add_argument("--out", type=Path, default=Path("model_repository"))
+    p.add_argument("--version", default=None, help="repository version (default: hash of the models)")
+    p.set_defaults(func=_repository)
+    p = sub.add_parser("toy-models", help="train small stand-in models (tests)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_toy)
+    p = sub.add_parser("train", help="train the reference models from data and fixed seeds")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--out", type=Path, default=Path("export/models"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", choices=["tracking", "pid"])
+    p.add_argument("--quick", action="store_true", help="tiny subsample, few epochs (tests)")
+    p.set_defaults(func=_train)
+    p = sub.add_parser("validate", help="write the validation report (export/reports/validation.md)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--models", type=Path, default=Path("export/models"))
+    p.add_argument("--out", type=Path, default=Path("export/reports"))
+    p.add_argument("--quick", action="store_true")
+    p.set_defaults(func=_validate)
+    sub.add_parser("contract", help="print the README's contract tables").set_defaults(func=_contract)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``ufsim-export``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except (SpecError, FileNotFoundError) as err:
+        print(f"ufsim-export: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Small stand-in models for tests: the real ensemble wiring, seconds to train.
+
+GBDTs are trained on synthetic particles with simple, physics-flavoured labels (acceptance
+2 < eta < 5, more long tracks at high momentum, isMuon for muons above 3 GeV); generators are
+small, randomly initialised ResidualGenerators scaled to plausible output ranges. They exercise
+every code path of the service; they are not detector models.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from .convert.gbdt import gbdt_to_onnx
+from .convert.generator import generator_to_onnx
+from .graphs import build_graph_step
+from .models import ResidualGenerator
+from .repository import write_repository
+from .spec import PipelineSpec, StepSpec, default_spec_path, load_spec
+
+SPECIES = np.array([11, -11, 13, -13, 211, -211, 321, -321, 2212, -2212], dtype=np.int32)
+
+# plausible (mean, spread) of each generator output column, for scaling random networks
+OUTPUT_SCALES: dict[str, list[tuple[float, float]]] = {
+    "tracking_resolution": [
+        (0, 0.02),
+        (0, 0.02),
+        (0, 0.1),
+        (0, 1e-4),
+        (0, 1e-4),
+        (0, 50.0),
+        (1.2, 0.3),
+        (30.0, 5.0),
+        (0.05, 0.02),
+    ],
+    "tracking_covariance": [(-5, 0.3), (-5, 0.3), (-15, 0.3), (-15, 0.3), (-20, 0.3)] + [(0, 0.1)] * 10,
+    "rich": [(0, 10.0)] * 4,
+    "muon": [(-2.0, 1.0), (-5.0, 1.0)],
+    "global_pid": [(0, 10.0)] * 4 + [(0.2, 0.1)] * 5,
+}
+
+
+def synthetic_particles(n: int, seed: int) -> dict[str, np.ndarray]:
+    """Particles from a simple gun: species uniform, log10 p in [3, 5.5], eta in [1, 6], small origin spread."""
+    rng = np.random.default_rng(seed)
+    p = 10 ** rng.uniform(3.0, 5.5, n)
+    eta = rng.uniform(1.0, 6.0, n)
+    phi = rng.uniform(-np.pi, np.pi, n)
+    pt = p / np.cosh(eta)
+    momentum = np.stack([pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)], axis=1)
+    origin = rng.normal([0.8, -0.2, 0.0], [0.05, 0.05, 40.0], (n, 3))
+    return {
+        "pid": rng.choice(SPECIES, n).reshape(n, 1).astype(np.int32),
+        "origin": origin.astype(np.float32),
+        "momentum": momentum.astype(np.float32),
+        "n_tracks": rng.uniform(10, 300, (n, 1)).astype(np.float32),
+    }
+
+
+def compute_features(spec: PipelineSpec, particles: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run the spec's ``features`` graph on particles (so toy labels see the served features)."""
+    step = spec.step("features")
+    session = ort.InferenceSession(
+        build_graph_step(spec, step).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    outputs = session.run(None, {ref.name: particles[ref.name] for ref in step.inputs})
+    return {t.name: v for t, v in zip(step.outputs, outputs, strict=True)}
+
+
+def _labels(step: StepSpec, feats: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    tf, pf = feats["tracking_features"], feats["pid_features"]
+    if step.name == "acceptance":
+        eta = tf[:, 6] + rng.normal(0, 0.2, len(tf))
+        return ((eta > 2.0) & (eta < 5.0)).astype(int)
+    if step.name == "tracking_efficiency":
+        score = tf[:, 3] + rng.normal(0, 0.5, len(tf))
+        return np.digitize(score, [3.3, 4.6, 5.0]).astype(int)
+    if step.name == "is_muon":
+        return ((pf[:, 5] > 0.5) & (pf[:, 0] + rng.normal(0, 0.1, len(pf)) > 3.5)).astype(int)
+    raise KeyError(f"no toy labels for GBDT step {step.name!r}")
+
+
+def _gbdt_inputs(spec: PipelineSpec, step: StepSpec, feats: dict[str, np.ndarray]) -> np.ndarray:
+    parts = []
+    for ref in step.tensor_inputs:
+        x = feats[ref.name]
+        parts.append(x[:, list(ref.columns)] if ref.columns is not None else x)
+    return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def _toy_generator(spec: PipelineSpec, step: StepSpec, seed: int) -> ResidualGenerator:
+    torch.manual_seed(seed)
+    assert step.noise_dim is not None
+    module = ResidualGenerator(
+        spec.input_width(step), step.noise_dim, step.outputs[0].width, width=32, n_residual=2
+    )
+    scales = np.array(OUTPUT_SCALES[step.name], dtype=np.float32)
+    with torch.no_grad():
+        module.out_mean.copy_(torch.from_numpy(scales[:, 0]))
+        module.out_scale.copy_(torch.from_numpy(scales[:, 1]))
+        module.cond_scale.fill_(3.0)
+    return module.eval()
+
+
+def train_toy_models(
+    out_dir: Path, *, spec: PipelineSpec | None = None, seed: int = 0, n: int = 4000
+) -> Path:
+    """Write raw learnt models (canonical ONNX names) and manifests for every learnt step."""
+    spec = spec or load_spec(default_spec_path())
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    feats = compute_features(spec, synthetic_particles(n, seed))
+    rng = np.random.default_rng(seed)
+    for i, step in enumerate(spec.learnt_steps()):
+        if step.kind == "gbdt":
+            X = _gbdt_inputs(spec, step, feats)
+            y = _labels(step, feats, rng)
+            clf = HistGradientBoostingClassifier(max_iter=8, max_depth=3, random_state=seed).fit(X, y)
+            model = gbdt_to_onnx(clf, X[:64])
+        else:
+            module = _toy_generator(spec, step, seed + i)
+            assert step.noise_dim is not None
+            model = generator_to_onnx(module, spec.input_width(step), step.noise_dim)
+        onnx.save(model, out_dir / f"{step.name}.onnx")
+        manifest = {"step": step.name, "kind": step.kind, "toy": True, "seed": seed}
+        (out_dir / f"{step.name}.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return out_dir
+
+
+def write_toy_repository(out_dir: Path, seed: int = 0, *, spec: PipelineSpec | None = None) -> Path:
+    """A complete model repository (the real ensemble) with toy models, for tests."""
+    spec = spec or load_spec(default_spec_path())
+    out_dir = Path(out_dir)
+    models = out_dir.parent / f"{out_dir.name}-toy-models"
+    train_toy_models(models, spec=spec, seed=seed)
+    return write_repository(spec, models, out_dir, repository_version=f"toy-{seed}")

@@ -1,0 +1,40 @@
+"""Shared test fixtures: repository paths, the pipeline spec, and the shared reference data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ufsim_export.spec import PipelineSpec, default_spec_path, load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository root."""
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def spec() -> PipelineSpec:
+    """The LHCb pipeline spec shipped in export/pipelines."""
+    return load_spec(default_spec_path())
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (reference data); tests that need it fail loudly if it is missing."""
+    path = SHARED / "data"
+    assert path.is_dir(), f"reference data not found at {path} (tests need ../shared beside the repository)"
+    return path
+
+
+@pytest.fixture(scope="session")
+def toy_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete model repository with small stand-in models (the real ensemble wiring)."""
+    from ufsim_export.toy import write_toy_repository
+
+    return write_toy_repository(tmp_path_factory.mktemp("toy") / "model_repository", seed=0)
