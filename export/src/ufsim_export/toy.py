@@ -47,7 +47,7 @@ OUTPUT_SCALES: dict[str, list[tuple[float, float]]] = {
 
 
 def synthetic_particles(n: int, seed: int) -> dict[str, np.ndarray]:
-    """Particles from a simple gun: species uniform, log10 p in [3, 5.5], eta in [1, 6], small origin spread."""
+    """Particles from a simple gun: species uniform, log10 p in [3, 5.5], eta in [1, 6]."""
     rng = np.random.default_rng(seed)
     p = 10 ** rng.uniform(3.0, 5.5, n)
     eta = rng.uniform(1.0, 6.0, n)
