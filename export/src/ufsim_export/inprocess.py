@@ -24,7 +24,9 @@ class InProcessPipeline:
         options.inter_op_num_threads = 1
         self.sessions = {
             step.name: ort.InferenceSession(
-                str(Path(repository) / step.name / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"]
+                str(Path(repository) / step.name / "1" / "model.onnx"),
+                options,
+                providers=["CPUExecutionProvider"],
             )
             for step in self.spec.steps
         }

@@ -145,6 +145,7 @@ def write_configs(spec: PipelineSpec, out: Path) -> list[Path]:
         written.append(path)
     path = out / spec.name / "config.pbtxt"
     (out / spec.name / "1").mkdir(parents=True, exist_ok=True)
+    (out / spec.name / "1" / ".gitkeep").touch()  # an ensemble's version directory is empty but required
     path.write_text(ensemble_config(spec))
     written.append(path)
     return written
