@@ -1,0 +1,25 @@
+"""ufsim-serve: a real Triton 2.51 (nvidia-pytriton wheel) serving a ufsim model repository locally."""
+
+from __future__ import annotations
+
+from ufsim_serve.server import (
+    BACKEND_MODEL,
+    LocalTriton,
+    ServerStartError,
+    build_backend_directory,
+    command_line,
+    free_port,
+    server_environment,
+    tritonserver_binary,
+)
+
+__all__ = [
+    "BACKEND_MODEL",
+    "LocalTriton",
+    "ServerStartError",
+    "build_backend_directory",
+    "command_line",
+    "free_port",
+    "server_environment",
+    "tritonserver_binary",
+]
