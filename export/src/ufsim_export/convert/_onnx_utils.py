@@ -1,4 +1,4 @@
-"""Small ONNX graph edits shared by the converters: keep one output, rename tensors, list ops."""
+"""Small ONNX graph edits shared by the converters: keep outputs, rename tensors, set shapes, list ops."""
 
 from __future__ import annotations
 
@@ -51,13 +51,16 @@ def rename_tensor(model: onnx.ModelProto, old: str, new: str) -> None:
             init.name = new
 
 
-def set_batch_dim(model: onnx.ModelProto, name: str = "N") -> None:
-    """Make dim 0 of every graph input and output symbolic (``name``)."""
-    for vi in [*model.graph.input, *model.graph.output]:
-        dims = vi.type.tensor_type.shape.dim
-        if dims:
-            dims[0].Clear()
-            dims[0].dim_param = name
+def set_shape(value_info: onnx.ValueInfoProto, dims: list[int | str]) -> None:
+    """Declare the shape of a graph input or output: ints are fixed, strings symbolic."""
+    shape = value_info.type.tensor_type.shape
+    del shape.dim[:]
+    for d in dims:
+        dim = shape.dim.add()
+        if isinstance(d, str):
+            dim.dim_param = d
+        else:
+            dim.dim_value = d
 
 
 def op_types(model: onnx.ModelProto) -> set[str]:

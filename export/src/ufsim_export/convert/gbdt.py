@@ -29,6 +29,7 @@ import contextlib
 import io
 import json
 import types
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,7 +39,7 @@ import torch
 from onnx import version_converter
 
 from ..verify import check_production_compat
-from ._onnx_utils import keep_outputs, rename_tensor, set_batch_dim
+from ._onnx_utils import keep_outputs, rename_tensor, set_shape
 
 IMPLEMENTATIONS = ("perf_tree_trav", "tree_trav", "gemm", "native")
 PERF_TREE_TRAV_MAX_DEPTH = 10
@@ -190,7 +191,9 @@ def _hummingbird(
     if len(trace_input) < 2:
         trace_input = trace_input.repeat(2, 1)
     buffer = io.BytesIO()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             wrapper,
             (trace_input,),
@@ -306,7 +309,8 @@ def gbdt_to_onnx(
         onnx_model = _native(model, family, n_features, opset)
     else:
         onnx_model = _hummingbird(model, family, sample, implementation, opset)
-    set_batch_dim(onnx_model)
+    set_shape(onnx_model.graph.input[0], ["N", n_features])
+    set_shape(onnx_model.graph.output[0], ["N", len(model.classes_)])
     onnx_model.doc_string = f"{type(model).__name__} via {implementation} (ufsim_export.convert.gbdt)"
     check_production_compat(onnx_model)
     return onnx_model

@@ -9,12 +9,13 @@ particle, so the ensemble feeds noise computed from ``rng_key`` instead.
 from __future__ import annotations
 
 import io
+import warnings
 
 import onnx
 import torch
 
 from ..verify import check_production_compat
-from ._onnx_utils import op_types, set_batch_dim
+from ._onnx_utils import op_types, set_shape
 
 INPUT_NAMES = ("conditions", "noise")
 OUTPUT_NAME = "output"
@@ -48,7 +49,8 @@ def generator_to_onnx(
     module.eval()
     buffer = io.BytesIO()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
             out = module(*sample)
             if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 3:
                 shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -82,7 +84,9 @@ def generator_to_onnx(
             f"{type(module).__name__} draws random numbers inside the graph ({random_ops}); take all noise "
             "from the `noise` argument"
         )
-    set_batch_dim(model)
+    set_shape(model.graph.input[0], ["N", n_conditions])
+    set_shape(model.graph.input[1], ["N", noise_dim])
+    set_shape(model.graph.output[0], ["N", int(out.shape[1])])
     model.doc_string = f"{type(module).__name__} (ufsim_export.convert.generator)"
     check_production_compat(model)
     return model
