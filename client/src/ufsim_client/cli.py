@@ -10,7 +10,15 @@ from pathlib import Path
 
 from ufsim_client.errors import ContractError, InputError, ServerError, UfsimError
 from ufsim_client.events import Event
-from ufsim_client.readers import generate_pythia, particle_gun, read_hepmc, read_parquet, spectra_from_pythia
+from ufsim_client.readers import (
+    GunSpec,
+    generate_pythia,
+    parse_gun_spec,
+    particle_gun,
+    read_hepmc,
+    read_parquet,
+    spectra_from_pythia,
+)
 from ufsim_client.simulate import simulate
 from ufsim_client.transport import RetryPolicy
 from ufsim_client.writers import open_writer
@@ -93,39 +101,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _events(args: argparse.Namespace) -> Iterator[Event]:
+def _events(args: argparse.Namespace, gun: GunSpec | None) -> Iterator[Event]:
     if args.input:
         files: list[Path] = args.input
-        if all(f.suffix.lower() in (".parquet", ".pq") for f in files):
-            for path in files:
-                yield from read_parquet(path, max_events=args.events)
-            return
-        yield from read_hepmc(files, max_events=args.events, crossing=args.crossing)
-        return
-    if args.events is None:
-        raise InputError("events", "--events N is required with --pythia and --gun")
-    if args.pythia is not None:
-        yield from generate_pythia(args.pythia, seed=args.seed, n_events=args.events)
+        if files[0].suffix.lower() in (".parquet", ".pq"):
+            yield from read_parquet(files[0], max_events=args.events)
+        else:
+            yield from read_hepmc(files, max_events=args.events, crossing=args.crossing)
+    elif gun is not None:
+        yield from particle_gun(gun, seed=args.seed, n_events=args.events)
     else:
-        yield from particle_gun(args.gun, seed=args.seed, n_events=args.events)
+        yield from generate_pythia(args.pythia, seed=args.seed, n_events=args.events)
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    # Check what can be checked before contacting a server or creating the output.
     if args.events is not None and args.events < 1:
         raise InputError("events", f"expected a positive number of events, not {args.events}")
-    if (
-        args.input
-        and len(args.input) > 1
-        and any(f.suffix.lower() in (".parquet", ".pq") for f in args.input)
-    ):
-        raise InputError("input", "several parquet tables would repeat event numbers; pass one")
-    writer = (
-        open_writer(args.output, tree=args.tree)
-        if args.output.suffix.lower() == ".root"
-        else open_writer(args.output)
-    )
+    if args.events is None and not args.input:
+        raise InputError("events", "--events N is required with --pythia and --gun")
+    if args.input:
+        missing = [str(f) for f in args.input if not f.is_file()]
+        if missing:
+            raise InputError("input", f"no such file(s): {missing}")
+        tables = [f for f in args.input if f.suffix.lower() in (".parquet", ".pq")]
+        if tables and len(args.input) > 1:
+            raise InputError("input", "pass one parquet table alone (several would repeat event numbers)")
+    gun = parse_gun_spec(args.gun) if args.gun else None
+    options = {"tree": args.tree} if args.output.suffix.lower() == ".root" else {}
+    writer = open_writer(args.output, **options)
     summary = simulate(
-        _events(args),
+        _events(args, gun),
         args.server,
         writer,
         seed=args.seed,

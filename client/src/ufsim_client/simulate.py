@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 import time
@@ -88,10 +89,14 @@ def simulate(
         InputError: an invalid event (the field is named); nothing is left at the writer's target.
         ServerError, ContractError: the servers failed or do not serve the expected model.
     """
-    if max_in_flight < 1:
-        raise ValueError(f"max_in_flight must be >= 1, not {max_in_flight}")
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    pool = servers if isinstance(servers, ServerPool) else ServerPool(servers, model=model, retry=retry)
+    try:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, not {max_in_flight}")
+        pool = servers if isinstance(servers, ServerPool) else ServerPool(servers, model=model, retry=retry)
+    except BaseException:
+        writer.abort()
+        raise
     bar = tqdm(total=total_events, unit="evt", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     executor = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="ufsim-infer")
     in_flight: dict[Future[dict[str, NDArray[Any]]], Request] = {}
@@ -110,6 +115,8 @@ def simulate(
                     bar.set_postfix(particles=counts["particles"], refresh=False)
 
     try:
+        stream = iter(events)
+        first = next(stream, None)  # input errors surface before any server is contacted
         contract = pool.contract()
         if batch_size > contract.max_batch_size:
             log.warning(
@@ -120,7 +127,7 @@ def simulate(
             batch_size = contract.max_batch_size
         batcher = Batcher(seed=seed, batch_size=batch_size)
         last = -1
-        for event in events:
+        for event in itertools.chain([] if first is None else [first], stream):
             number = last + 1 if event.number is None else int(event.number)
             if number <= last:
                 raise InputError("number", f"event numbers must increase: {number} after {last}")

@@ -56,8 +56,7 @@ def read_parquet(path: str | os.PathLike[str], *, max_events: int | None = None)
     if (data["event"] < 0).any():
         raise InputError("event", "event numbers must be >= 0")
     order = np.argsort(data["event"], kind="stable")
-    events = data["event"][order]
-    bounds = np.flatnonzero(np.diff(events)) + 1
+    bounds = np.flatnonzero(np.diff(data["event"][order])) + 1
     for count, rows in enumerate(np.split(order, bounds)):
         if max_events is not None and count >= max_events:
             return
@@ -66,7 +65,9 @@ def read_parquet(path: str | os.PathLike[str], *, max_events: int | None = None)
         if "n_tracks" in data:
             n_tracks = data["n_tracks"][rows]
             if (n_tracks != n_tracks[0]).any():
-                raise InputError("n_tracks", f"event {int(events[rows[0]])} has several n_tracks values")
+                raise InputError(
+                    "n_tracks", f"event {int(data['event'][rows[0]])} has several n_tracks values"
+                )
             n_tracks_value = float(n_tracks[0])
         else:
             n_tracks_value = float(count_n_tracks(pid, momentum))
@@ -75,5 +76,5 @@ def read_parquet(path: str | os.PathLike[str], *, max_events: int | None = None)
             origin=np.stack([data["x"][rows], data["y"][rows], data["z"][rows]], axis=1),
             momentum=momentum,
             n_tracks=n_tracks_value,
-            number=int(events[rows[0]]),
+            number=int(data["event"][rows[0]]),
         )
