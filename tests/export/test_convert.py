@@ -245,8 +245,8 @@ def test_verification_needs_ten_thousand_rows(zoo: dict[tuple[str, int], Any], X
         verify_classifier(model, onnx_model, X[:9_999])
 
 
-def _tiny_model(ir_version: int, opsets: dict[str, int]) -> onnx.ModelProto:
-    node = helper.make_node("Identity", ["x"], ["y"])
+def _tiny_model(ir_version: int, opsets: dict[str, int], node_name: str = "identity") -> onnx.ModelProto:
+    node = helper.make_node("Identity", ["x"], ["y"], name=node_name)
     graph = helper.make_graph(
         [node],
         "tiny",
@@ -273,3 +273,9 @@ def test_production_compat_rejects(ir_version: int, opsets: dict[str, int], mess
 
 def test_production_compat_accepts_the_limits() -> None:
     check_production_compat(_tiny_model(10, {"": 21, "ai.onnx.ml": 5}))
+
+
+def test_production_compat_rejects_unnamed_nodes() -> None:
+    """ONNX Runtime 1.19.2's GatherSliceToSplitFusion refuses graphs with unnamed Gather nodes."""
+    with pytest.raises(CompatibilityError, match="1 unnamed"):
+        check_production_compat(_tiny_model(8, {"": 17}, node_name=""))

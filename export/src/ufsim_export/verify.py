@@ -63,7 +63,8 @@ class VerificationReport:
 
 
 def check_production_compat(onnx_model: onnx.ModelProto) -> None:
-    """Raise :class:`CompatibilityError` unless IR <= 10, opset <= 21, ai.onnx.ml <= 5, no other domains."""
+    """Raise :class:`CompatibilityError` unless IR <= 10, opset <= 21, ai.onnx.ml <= 5, no other domains,
+    and every node has a unique name."""
     problems = []
     if onnx_model.ir_version > MAX_IR_VERSION:
         problems.append(f"IR version {onnx_model.ir_version} > {MAX_IR_VERSION}")
@@ -73,6 +74,14 @@ def check_production_compat(onnx_model: onnx.ModelProto) -> None:
             problems.append(f"operator domain {opset.domain!r} is not one of {sorted(MAX_OPSET)}")
         elif opset.version > limit:
             problems.append(f"opset {opset.domain or 'ai.onnx'} {opset.version} > {limit}")
+    names = [n.name for n in onnx_model.graph.node]
+    unnamed, duplicated = names.count(""), len(names) - len(set(names))
+    if unnamed or duplicated:
+        # ORT 1.19.2's GatherSliceToSplitFusion names fused nodes after the originals and then refuses
+        # the model: "two nodes with same node name (/GatherSliceToSplitFusion/)"
+        problems.append(
+            f"{unnamed} unnamed and {duplicated} duplicated node names (give every node a unique name)"
+        )
     if problems:
         raise CompatibilityError(
             f"model {onnx_model.graph.name!r} cannot run in ONNX Runtime 1.19.2 (tritonserver 24.10): "

@@ -66,3 +66,12 @@ def set_shape(value_info: onnx.ValueInfoProto, dims: list[int | str]) -> None:
 def op_types(model: onnx.ModelProto) -> set[str]:
     """Every operator type used in the main graph."""
     return {node.op_type for node in model.graph.node}
+
+
+def name_nodes(model: onnx.ModelProto) -> None:
+    """Give every node a unique name (ONNX Runtime 1.19.2 refuses some graphs with unnamed nodes)."""
+    seen: set[str] = set()
+    for i, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.name or node.op_type}_{i}"
+        seen.add(node.name)

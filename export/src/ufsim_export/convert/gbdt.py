@@ -39,7 +39,7 @@ import torch
 from onnx import version_converter
 
 from ..verify import check_production_compat
-from ._onnx_utils import keep_outputs, rename_tensor, set_shape
+from ._onnx_utils import keep_outputs, name_nodes, rename_tensor, set_shape
 
 IMPLEMENTATIONS = ("perf_tree_trav", "tree_trav", "gemm", "native")
 PERF_TREE_TRAV_MAX_DEPTH = 10
@@ -309,6 +309,7 @@ def gbdt_to_onnx(
         onnx_model = _native(model, family, n_features, opset)
     else:
         onnx_model = _hummingbird(model, family, sample, implementation, opset)
+    name_nodes(onnx_model)
     set_shape(onnx_model.graph.input[0], ["N", n_features])
     set_shape(onnx_model.graph.output[0], ["N", len(model.classes_)])
     onnx_model.doc_string = f"{type(model).__name__} via {implementation} (ufsim_export.convert.gbdt)"

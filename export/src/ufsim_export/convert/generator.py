@@ -15,7 +15,7 @@ import onnx
 import torch
 
 from ..verify import check_production_compat
-from ._onnx_utils import op_types, set_shape
+from ._onnx_utils import name_nodes, op_types, set_shape
 
 INPUT_NAMES = ("conditions", "noise")
 OUTPUT_NAME = "output"
@@ -84,6 +84,7 @@ def generator_to_onnx(
             f"{type(module).__name__} draws random numbers inside the graph ({random_ops}); take all noise "
             "from the `noise` argument"
         )
+    name_nodes(model)
     set_shape(model.graph.input[0], ["N", n_conditions])
     set_shape(model.graph.input[1], ["N", noise_dim])
     set_shape(model.graph.output[0], ["N", int(out.shape[1])])
