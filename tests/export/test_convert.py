@@ -134,6 +134,27 @@ def test_split_between_adjacent_float32_values_is_exact(family: str) -> None:
         verify_classifier(model, onnx_model, X, batch_sizes=(1000,), name=f"{family}-{implementation}")
 
 
+def test_hist_gbdt_zero_leaf_and_zero_threshold_are_kept(X: np.ndarray) -> None:
+    """Hummingbird 0.4.12 turns HistGradientBoosting thresholds and leaf values of exactly 0 into -1."""
+    model = fitted("sklearn-hgb", 4, X)
+    nodes = model._predictors[0][0].nodes
+    leaves = np.flatnonzero(nodes["is_leaf"])
+    nodes["value"][leaves[np.argmax(nodes["count"][leaves])]] = 0.0
+    # a split on a feature with values around 0 (phi, tx, ty) moved to exactly 0
+    splits = [
+        (p.nodes, i)
+        for predictors in model._predictors
+        for p in predictors
+        for i in np.flatnonzero(np.isin(p.nodes["feature_idx"], [2, 3, 4]) & (p.nodes["is_leaf"] == 0))
+    ]
+    assert splits, "expected a split on phi, tx or ty"
+    split_nodes, index = splits[0]
+    split_nodes["num_threshold"][index] = 0.0
+    for implementation in ("perf_tree_trav", "tree_trav", "gemm"):
+        onnx_model = gbdt_to_onnx(model, X[:64], implementation=implementation)
+        verify_classifier(model, onnx_model, X, batch_sizes=(1000,), name=f"hgbc-{implementation}")
+
+
 def test_float32_thresholds_preserve_every_comparison() -> None:
     rng = np.random.default_rng(0)
     x32 = rng.normal(size=20_000).astype(np.float32)

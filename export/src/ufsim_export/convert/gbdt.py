@@ -141,22 +141,52 @@ def float32_thresholds(thresholds: Any, decision: str) -> Any:
     return exact.tolist() if isinstance(thresholds, list) else exact
 
 
+def _hist_gbdt_parameters(trees: Any, extra_config: dict[str, Any]) -> Any:
+    """HistGradientBoosting tree parameters, without Hummingbird's ``0 -> -1`` substitutions.
+
+    Hummingbird 0.4.12 replaces a threshold or a leaf value that is exactly 0 by -1 (meant for
+    missing children), which changes the predictions of trees with such splits or leaves.
+    """
+    from hummingbird.ml.operator_converters._tree_commons import TreeParameters
+
+    nodes = trees.nodes
+    leaf = nodes["is_leaf"].astype(bool)
+    return TreeParameters(
+        np.where(leaf, -1, nodes["left"]).tolist(),
+        np.where(leaf, -1, nodes["right"]).tolist(),
+        nodes["feature_idx"].tolist(),
+        np.where(leaf, 0.0, nodes["num_threshold"]).tolist(),
+        [[float(v)] for v in nodes["value"]],
+    )
+
+
 @contextlib.contextmanager
-def _exact_thresholds(decision: str) -> Iterator[None]:
-    """While converting, make Hummingbird's parsed trees carry :func:`float32_thresholds`."""
+def _exact_parameters(family: str) -> Iterator[None]:
+    """While Hummingbird converts, give its parsed trees exactly the original model's decisions.
+
+    Thresholds become :func:`float32_thresholds` (not needed for XGBoost, whose thresholds are
+    float32 and whose text dump rounds back exactly), and HistGradientBoosting trees are parsed by
+    :func:`_hist_gbdt_parameters`.
+    """
     from hummingbird.ml.operator_converters import _tree_commons
+    from hummingbird.ml.operator_converters.sklearn import gbdt as hb_sklearn_gbdt
 
     cls = _tree_commons.TreeParameters
-    original = cls.__init__
+    original_init = cls.__init__
+    original_hist = hb_sklearn_gbdt._get_parameters_hist_gbdt
 
     def init(self: Any, lefts: Any, rights: Any, features: Any, thresholds: Any, values: Any) -> None:
-        original(self, lefts, rights, features, float32_thresholds(thresholds, decision), values)
+        original_init(self, lefts, rights, features, float32_thresholds(thresholds, "<="), values)
 
-    cls.__init__ = init  # type: ignore[method-assign]
+    if family != "xgboost":
+        cls.__init__ = init  # type: ignore[method-assign]
+    if family == "sklearn-hgb":
+        hb_sklearn_gbdt._get_parameters_hist_gbdt = _hist_gbdt_parameters
     try:
         yield
     finally:
-        cls.__init__ = original  # type: ignore[method-assign]
+        cls.__init__ = original_init  # type: ignore[method-assign]
+        hb_sklearn_gbdt._get_parameters_hist_gbdt = original_hist
 
 
 class _ProbabilitiesOnly(torch.nn.Module):
@@ -178,12 +208,8 @@ def _hummingbird(
 
     # n_threads=None: Hummingbird would otherwise change torch's global thread settings.
     extra = {"tree_implementation": implementation, "container": False, "n_threads": None}
-    if family == "xgboost":
-        # XGBoost's thresholds are float32 already (x < t in float32); its text dump rounds back exactly.
+    with _exact_parameters(family):
         executor = hummingbird.ml.convert(model, "torch", sample, extra_config=extra)
-    else:
-        with _exact_thresholds("<="):
-            executor = hummingbird.ml.convert(model, "torch", sample, extra_config=extra)
     if implementation == "gemm":
         _patch_gemm(executor)
     wrapper = _ProbabilitiesOnly(executor).eval()
