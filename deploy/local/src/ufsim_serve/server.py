@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -34,6 +35,7 @@ BACKEND_MODEL = Path(__file__).resolve().parents[2] / "backends" / "onnxruntime"
 _WHEEL = Path(pytriton.__file__).resolve().parent / "tritonserver"
 _SHM_DIR = Path("/dev/shm")
 _LOG_TAIL_LINES = 40
+_PR_SET_PDEATHSIG = 1
 
 
 class ServerStartError(RuntimeError):
@@ -122,6 +124,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _terminate_with_parent() -> None:
+    """In the forked child: have Linux SIGTERM it when the thread that started it dies (PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 _RUNNING: weakref.WeakSet[LocalTriton] = weakref.WeakSet()
 
 
@@ -136,6 +144,8 @@ class LocalTriton:
     """A real tritonserver process on this machine serving ``model_repository``; restartable.
 
     Port 0 picks a free port once, so the URLs stay the same across ``stop()``/``start()`` and ``kill()``.
+    The server gets SIGTERM when the thread that started it ends (or its process dies), so keep that
+    thread alive as long as the server is needed (the main thread, typically).
     """
 
     def __init__(
@@ -229,6 +239,7 @@ class LocalTriton:
                 env=server_environment(),
                 cwd=workdir,
                 start_new_session=True,
+                preexec_fn=_terminate_with_parent,
             )
         _RUNNING.add(self)
         try:
