@@ -94,7 +94,7 @@ def serving(args: argparse.Namespace, work: Path) -> Report:
     sbs_config = (
         side_by_side.Config(particles=8192, batch=2048, in_flight=2, per_particle=100, rounds=2)
         if args.quick
-        else side_by_side.Config(particles=65536, batch=8192, in_flight=2, per_particle=300, rounds=3)
+        else side_by_side.Config(particles=32768, batch=8192, in_flight=2, per_particle=300, rounds=5)
     )
 
     log("choosing the model repository")

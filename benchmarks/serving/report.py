@@ -486,7 +486,7 @@ def write(report: Report, out: Path) -> list[Path]:
     written += [p for p in plots.values() if p is not None]
     runs = report.ensemble_runs + report.model_runs
     if runs:
-        log = out / "perf_analyzer_stdout.log"
+        log = out / "perf_analyzer_stdout.txt"
         log.write_text("".join(f"$ {display(r.command)}\n{r.stdout}\n" for r in runs))
         written.append(log)
     md = out / "serving.md"
