@@ -134,7 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-rows", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0])), *(argv or sys.argv[1:])])
+    python = Path(sys.executable)
+    python_str = str(python.relative_to(ROOT)) if python.is_relative_to(ROOT) else "python"
+    script = str(Path(__file__).resolve().relative_to(ROOT))
+    command = " ".join(
+        shlex.quote(a) for a in [python_str, script, *(argv if argv is not None else sys.argv[1:])]
+    )
     batches = [int(b) for b in args.batch_sizes.split(",")]
     implementations = args.implementations.split(",")
 
