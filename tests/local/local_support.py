@@ -195,10 +195,12 @@ def make_inputs(arrays: dict[str, Any]) -> list[grpcclient.InferInput]:
 
 
 def port_is_free(port: int) -> bool:
-    """Whether a listening socket can bind 127.0.0.1:port now."""
+    """Whether nothing listens on 127.0.0.1:port (a new server could bind it; TIME_WAIT does not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
+            sock.listen()
         except OSError:
             return False
         return True

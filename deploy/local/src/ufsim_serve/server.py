@@ -130,6 +130,19 @@ def _terminate_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _live_group_members(pgid: int) -> list[int]:
+    """Processes of group ``pgid`` that are not zombies (the stubs, while they are being killed)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
 _RUNNING: weakref.WeakSet[LocalTriton] = weakref.WeakSet()
 
 
@@ -359,6 +372,9 @@ class LocalTriton:
         self._signal_group(signal.SIGKILL)
         status = self._process.wait()
         _RUNNING.discard(self)
+        deadline = time.monotonic() + 10.0
+        while _live_group_members(self._process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
         for region in _SHM_DIR.glob(f"{self._shm_prefix}*"):
             with contextlib.suppress(FileNotFoundError):
                 region.unlink()
