@@ -18,6 +18,7 @@ from .side_by_side import MODES, Result
 
 MODE_LABELS = {
     "triton_ensemble": "Triton ensemble (batched gRPC)",
+    "ufsim_client": "same via ufsim_client.simulate",
     "inprocess_ort": "chained ONNX Runtime in-process",
     "inprocess_ort_2threads": "same, 2 intra-op threads",
     "triton_per_particle": "Triton, one request per particle",
@@ -93,7 +94,8 @@ def write_csvs(report: Report, out: Path) -> list[Path]:
             ])  # fmt: skip
         return out_rows
 
-    written.append(_write_csv(out / "perf_analyzer_ensemble.csv", header, rows(ens, None)))
+    if ens:
+        written.append(_write_csv(out / "perf_analyzer_ensemble.csv", header, rows(ens, None)))
     by_point = {(m.batch, m.concurrency): m.throughput for m in ens}
     models = _measurements(report.model_runs)
     if models:
@@ -108,15 +110,16 @@ def write_csvs(report: Report, out: Path) -> list[Path]:
                 (c.queue_us + c.compute_us) / total, c.request_us, c.queue_us, c.compute_input_us,
                 c.compute_infer_us, c.compute_output_us,
             ])  # fmt: skip
-    written.append(
-        _write_csv(
-            out / "perf_analyzer_composing.csv",
-            ["ensemble_batch", "concurrency", "model", "inference_count", "execution_count",
-             "share_of_server_time", "request_us", "queue_us", "compute_input_us", "compute_infer_us",
-             "compute_output_us"],
-            comp_rows,
-        )
-    )  # fmt: skip
+    if comp_rows:
+        written.append(
+            _write_csv(
+                out / "perf_analyzer_composing.csv",
+                ["ensemble_batch", "concurrency", "model", "inference_count", "execution_count",
+                 "share_of_server_time", "request_us", "queue_us", "compute_input_us", "compute_infer_us",
+                 "compute_output_us"],
+                comp_rows,
+            )
+        )  # fmt: skip
     if report.side_by_side is not None:
         sbs = report.side_by_side
         ref = sbs.median_rate("inprocess_ort")
@@ -128,7 +131,7 @@ def write_csvs(report: Report, out: Path) -> list[Path]:
                 [
                     [s.mode, s.round, s.particles,
                      1 if s.mode == "triton_per_particle" else sbs.config.batch,
-                     1 if s.mode != "triton_ensemble" else sbs.config.in_flight,
+                     sbs.config.in_flight if s.mode in ("triton_ensemble", "ufsim_client") else 1,
                      s.rate / ref, s.wall_s, s.cpu_s, s.rate, s.cpu_us_per_particle]
                     for s in sbs.samples
                 ],
@@ -322,11 +325,17 @@ def markdown(report: Report, plots: dict[str, Path | None]) -> str:
             f"(/ the same with 2 threads: {_fmt(ens / sbs.median_rate('inprocess_ort_2threads'), 3)})",
             f"- Triton ensemble / one request per particle: **{_fmt(ens / per, 3)}**",
             f"- in-process chained ORT / one request per particle: **{_fmt(ref / per, 3)}**",
+            f"- ufsim_client.simulate / Triton ensemble with bare tritonclient: "
+            f"**{_fmt(sbs.median_rate('ufsim_client') / ens, 3)}** (the client's own cost: events, "
+            "batching across events, ordering, ntuple columns)",
             "",
             "Client-process CPU counts every thread of the benchmark process (gRPC marshalling for the "
-            "Triton modes, the ONNX Runtime work itself for the in-process mode); the server's CPU is not "
-            "in it. On this 2-core machine client and server share the cores, so the Triton modes also pay "
-            "for the server's CPU in wall time.",
+            "Triton modes and the client's batching, the ONNX Runtime work itself for the in-process "
+            "mode); the server's CPU is not in it. On this 2-core machine client and server share the "
+            "cores, so the Triton modes also pay for the server's CPU in wall time. ONNX Runtime's "
+            "intra-op thread pool spins while waiting; with 2 threads on 2 shared cores it fights the "
+            "other processes, which is why the 2-thread in-process mode can be slower than the 1-thread "
+            "one here.",
             "",
             "Outputs agree: the Triton ensemble and the in-process chain give "
             + ", ".join(f"`{k}` {_fmt_agreement(v)}" for k, v in sorted(sbs.agreement.items()))
@@ -345,7 +354,10 @@ def markdown(report: Report, plots: dict[str, Path | None]) -> str:
             "",
             "Particles/s relative to batch 1 at concurrency 1 (perf_analyzer's `infer/sec` counts "
             "particles, i.e. batch × requests/s). `*` marks a point perf_analyzer could not stabilise "
-            "within its trials (reported anyway).",
+            "within its trials (reported anyway). Requests of `b` particles are built from "
+            "min(largest batch, max(32, 2^18 / b)) distinct particles (perf_analyzer prepares "
+            "entries × batch rows before measuring), so at batch 8192 each request repeats 32 "
+            "particles 256 times.",
             "",
         ]
         grid = {(m.batch, m.concurrency): m for m in ens_ms}
@@ -407,9 +419,21 @@ def markdown(report: Report, plots: dict[str, Path | None]) -> str:
                 "",
                 '"compute infer" is the Python backend\'s `execute` (ONNX Runtime run plus tensor '
                 "conversion); compute input/output include copying tensors through the Python backend's "
-                "shared memory.",
+                "shared memory. Server time is summed over steps; steps that do not depend on each "
+                "other (e.g. `rich` and `muon`) run concurrently, so the sum exceeds the request latency.",
                 "",
             ]
+            small = min((m for m in ens_ms if m.composing), key=lambda m: (m.batch, m.concurrency))
+            if small.batch < point.batch:
+                small_total = sum(c.queue_us + c.compute_us for c in small.composing)
+                small_top = max(small.composing, key=lambda c: c.queue_us + c.compute_us)
+                lines += [
+                    f"At batch {small.batch} the shares are flat (largest: `{small_top.model}`, "
+                    f"{100 * (small_top.queue_us + small_top.compute_us) / small_total:.0f}% of "
+                    f"{len(small.composing)} steps): there, the fixed cost of each step's request through "
+                    "the Python backend dominates, not any model's arithmetic.",
+                    "",
+                ]
             if plots.get("breakdown"):
                 lines += [f"![breakdown]({plots['breakdown'].name})", ""]  # type: ignore[union-attr]
     model_ms = _measurements(report.model_runs)

@@ -6,6 +6,9 @@
   (:class:`ufsim_export.inprocess.InProcessPipeline`), same batch size, one intra-op thread per session
   (Triton's composing models are configured with one thread each too); ``inprocess_ort_2threads`` is
   the same with two intra-op threads per session (this machine's cores: the server may use both).
+- ``ufsim_client``: the project's client, :func:`ufsim_client.simulate`, on the same particles cut into
+  events of ``EVENT_SIZE`` (batching across events, ordered rows, ntuple columns, in-memory writer),
+  same batch size and requests in flight; its keys come from event numbers, so its outputs differ.
 - ``triton_per_particle``: one synchronous gRPC request per particle, the shape of the
   call-per-particle production approach, on the first ``per_particle`` particles only (it is slow).
 
@@ -24,11 +27,14 @@ from dataclasses import dataclass
 import numpy as np
 import tritonclient.grpc as grpcclient
 
+from ufsim_client import Event, MemoryWriter, simulate
 from ufsim_export.inprocess import InProcessPipeline
 
 from .common import ENSEMBLE, Repository, infer_inputs, take
 
-MODES = ("triton_ensemble", "inprocess_ort", "inprocess_ort_2threads", "triton_per_particle")
+MODES = ("triton_ensemble", "ufsim_client", "inprocess_ort", "inprocess_ort_2threads", "triton_per_particle")
+EVENT_SIZE = 128
+"""Particles per event for the ``ufsim_client`` mode (about a minimum-bias event in the acceptance)."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,28 @@ def inprocess(pipeline: InProcessPipeline, batch: dict[str, np.ndarray], size: i
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
+def events(batch: dict[str, np.ndarray], size: int = EVENT_SIZE) -> list[Event]:
+    """The particles as consecutive events of ``size`` (occupancy: the first particle's ``n_tracks``)."""
+    out = []
+    for number, start in enumerate(range(0, len(batch["pid"]), size)):
+        part = take(batch, start, start + size)
+        out.append(
+            Event(
+                pid=part["pid"].reshape(-1),
+                origin=part["origin"],
+                momentum=part["momentum"],
+                n_tracks=float(part["n_tracks"][0, 0]),
+                number=number,
+            )
+        )
+    return out
+
+
+def client_simulate(url: str, evts: list[Event], size: int, in_flight: int, seed: int) -> None:
+    """All events through :func:`ufsim_client.simulate` into memory."""
+    simulate(evts, [url], MemoryWriter(), seed=seed, batch_size=size, max_in_flight=in_flight)
+
+
 def _timed(mode: str, round_: int, particles: int, fn: Callable[[], object]) -> tuple[Sample, object]:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     result = fn()
@@ -177,9 +205,15 @@ def run(
     inprocess(pipeline2, warm, config.batch)
     triton.batched(warm, config.batch, config.in_flight)
     triton.per_particle(take(batch, 0, 10))
+    evts = events(batch)
+    client_simulate(url, events(warm), config.batch, config.in_flight, seed=1)
 
     actions: dict[str, tuple[int, Callable[[], object]]] = {
         "triton_ensemble": (config.particles, lambda: triton.batched(batch, config.batch, config.in_flight)),
+        "ufsim_client": (
+            config.particles,
+            lambda: client_simulate(url, evts, config.batch, config.in_flight, seed=1),
+        ),
         "inprocess_ort": (config.particles, lambda: inprocess(pipeline, batch, config.batch)),
         "inprocess_ort_2threads": (config.particles, lambda: inprocess(pipeline2, batch, config.batch)),
         "triton_per_particle": (config.per_particle, lambda: triton.per_particle(head)),
