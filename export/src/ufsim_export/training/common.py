@@ -1,0 +1,459 @@
+"""Helpers shared by the tracking and PID trainings: provenance, splits, generator fits, artifacts.
+
+- provenance: :func:`sha256_files`, :func:`git_commit`, :func:`library_versions`, :func:`write_manifest`;
+- reproducibility: :func:`seed_everything` (also pins torch to 2 threads: the machines are shared);
+- data: :func:`event_split` (validation split by event, never by particle, so no event straddles it);
+- generators: :class:`QuantileResidualGenerator` (Lamarr's preprocessing, quantile transforms of the
+  continuous conditions and of every output, built into the network so the ONNX graph takes and
+  returns physical units), :func:`fit_deterministic` (fit (conditions, noise) -> outputs when the
+  noise of every label is known);
+- artifacts: :func:`save_generator`, :func:`save_gbdt` convert with ``ufsim_export.convert``, verify
+  with ``ufsim_export.verify`` and write ``<step>.onnx`` (+ the original when small) and the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import platform
+import random
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from scipy.special import ndtr
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..convert.gbdt import gbdt_to_onnx
+from ..convert.generator import generator_to_onnx
+from ..models import ResidualGenerator
+from ..verify import VerificationReport, verify_classifier, verify_generator
+
+ORIGINAL_MAX_BYTES = 5 * 1024 * 1024
+"""Originals (``.pkl``/``.pt``) are committed next to the ONNX only below this size."""
+LIBRARIES = (
+    "numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "lightgbm", "torch", "hummingbird-ml", "onnx",
+    "onnxruntime",
+)  # fmt: skip
+N_THREADS = 2
+
+
+# ------------------------------------------------------------------------------------------- provenance
+def sha256_files(paths: Iterable[Path]) -> str:
+    """SHA-256 over the named files' bytes, in sorted path order (names included, so renames count)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def git_commit(repo: Path | None = None) -> str:
+    """HEAD of this package's repository (``-dirty`` when tracked files differ), or ``unknown``."""
+    cwd = repo or Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+def library_versions(names: Sequence[str] = LIBRARIES) -> dict[str, str]:
+    """Installed versions of the libraries a model depends on (``absent`` when not installed)."""
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def write_manifest(path: Path, manifest: dict[str, Any]) -> Path:
+    """Write ``manifest`` as indented JSON (numpy scalars and arrays converted), ending with a newline."""
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+        if isinstance(obj, Path):
+            return str(obj)
+        raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest, indent=2, default=default) + "\n")
+    return path
+
+
+# ------------------------------------------------------------------------------------------- reproducibility
+def seed_everything(seed: int, *, threads: int = N_THREADS) -> np.random.Generator:
+    """Seed Python, numpy and torch, make torch deterministic on ``threads`` threads; return a numpy RNG."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return np.random.default_rng(seed)
+
+
+def event_split(
+    source: np.ndarray, event: np.ndarray, *, val_fraction: float = 0.2, seed: int = 0
+) -> np.ndarray:
+    """Boolean mask of validation rows: whole (source, event) groups, chosen by a seeded hash.
+
+    Event -1 (the particle gun, one particle per "event") is split per row by its position instead.
+    The same (source, event) lands on the same side in every file, so a particle's acceptance row and
+    its resolution row are never split apart.
+    """
+    keys = np.char.add(np.asarray(source).astype(str), np.char.mod("/%d", np.asarray(event)))
+    gun = np.asarray(event) == -1
+    keys = np.where(gun, np.char.add(keys, np.char.mod("#%d", np.arange(len(keys)))), keys)
+    digest = np.array(
+        [_hash64(f"{seed}:{k}") for k in keys],
+        dtype=np.uint64,
+    )
+    return (digest >> np.uint64(11)).astype(np.float64) * 2.0**-53 < val_fraction
+
+
+def _hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+# ------------------------------------------------------------------------------------------- generators
+class MonotonePiecewiseLinear(nn.Module):
+    """Per-column monotone piecewise-linear map y = f_c(x_c) through knots (x_k, y_k), flat outside.
+
+    Evaluated as ``y_mid + sum_k slope_k * (clip(x, x_k, x_k+1) - clip(x_mid, x_k, x_k+1))``: every term
+    is bounded by one segment, so no large terms cancel (float32 keeps the bulk exact even when the
+    tails span 10^4 times the core). Columns with no knots pass through unchanged.
+    """
+
+    def __init__(self, knots_x: list[np.ndarray | None], knots_y: list[np.ndarray | None]) -> None:
+        super().__init__()
+        if len(knots_x) != len(knots_y):
+            raise ValueError("knots_x and knots_y need one entry per column")
+        n_cols = len(knots_x)
+        mapped = [i for i, k in enumerate(knots_x) if k is not None]
+        n_knots = max((len(knots_x[i]) for i in mapped), default=2)
+        lo = np.zeros((n_cols, n_knots - 1), np.float64)
+        hi = np.zeros((n_cols, n_knots - 1), np.float64)
+        slope = np.zeros((n_cols, n_knots - 1), np.float64)
+        mid = np.zeros(n_cols, np.float64)
+        offset = np.zeros(n_cols, np.float64)
+        for i in mapped:
+            kx, ky = np.asarray(knots_x[i], np.float64), np.asarray(knots_y[i], np.float64)
+            if kx.ndim != 1 or kx.shape != ky.shape or len(kx) < 2 or np.any(np.diff(kx) <= 0):
+                raise ValueError(f"column {i}: knots_x must be strictly increasing, same length as knots_y")
+            # pad with zero-width segments at the top end so every column has n_knots - 1 segments
+            pad = n_knots - len(kx)
+            kx = np.concatenate([kx, np.full(pad, kx[-1])])
+            ky = np.concatenate([ky, np.full(pad, ky[-1])])
+            m = len(kx) // 2
+            lo[i], hi[i] = kx[:-1], kx[1:]
+            width = np.diff(kx)
+            slope[i] = np.divide(np.diff(ky), width, out=np.zeros_like(width), where=width > 0)
+            mid[i], offset[i] = kx[m], ky[m]
+        self.register_buffer("lo", torch.tensor(lo, dtype=torch.float32))
+        self.register_buffer("hi", torch.tensor(hi, dtype=torch.float32))
+        self.register_buffer("slope", torch.tensor(slope, dtype=torch.float32))
+        self.register_buffer("mid", torch.tensor(mid, dtype=torch.float32))
+        self.register_buffer("offset", torch.tensor(offset, dtype=torch.float32))
+        self.register_buffer("base", torch.minimum(torch.maximum(self.mid[:, None], self.lo), self.hi))
+        self.register_buffer("mapped", torch.tensor([k is not None for k in knots_x]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map each column; unmapped columns are returned as they are."""
+        clipped = torch.minimum(torch.maximum(x.unsqueeze(-1), self.lo), self.hi)
+        y = self.offset + ((clipped - self.base) * self.slope).sum(dim=-1)
+        return torch.where(self.mapped, y, x)
+
+
+def quantile_knots(
+    values: np.ndarray, *, n_knots: int = 201, u_max: float = 5.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Knots (x, u) of a quantile transform to N(0, 1): u evenly spaced in [-u_max, u_max], x the
+    matching empirical quantiles; tied x merged (their mean u), so x is strictly increasing."""
+    u = np.linspace(-u_max, u_max, n_knots)
+    levels = ndtr(u)
+    x = np.quantile(np.asarray(values, np.float64), levels)
+    x_unique, inverse = np.unique(x, return_inverse=True)
+    u_unique = np.bincount(inverse, weights=u) / np.bincount(inverse)
+    if len(x_unique) < 2:
+        x_unique = np.array([x_unique[0] - 0.5, x_unique[0] + 0.5])
+        u_unique = np.array([0.0, 0.0])
+    return x_unique, u_unique
+
+
+class QuantileResidualGenerator(nn.Module):
+    """Lamarr's generator with its preprocessing inside: quantile-transform the continuous conditions,
+    run the residual tanh MLP (:class:`ResidualGenerator`) in Gaussianised output space, and map the
+    result back through each output's inverse quantile transform (monotone piecewise-linear).
+
+    Lamarr trains its generators on QuantileTransformer(normal) inputs and outputs (lamarr-reference
+    §1.1); keeping the transforms in the module makes the exported ONNX take and return physical units.
+    """
+
+    def __init__(
+        self,
+        n_conditions: int,
+        noise_dim: int,
+        n_outputs: int,
+        *,
+        width: int = 128,
+        n_residual: int = 10,
+        continuous: Sequence[int] = (),
+        n_knots: int = 201,
+    ) -> None:
+        super().__init__()
+        self.n_conditions, self.noise_dim, self.n_outputs = n_conditions, noise_dim, n_outputs
+        self.continuous = tuple(int(i) for i in continuous)
+        self.n_knots = n_knots
+        self.core = ResidualGenerator(n_conditions, noise_dim, n_outputs, width=width, n_residual=n_residual)
+        empty: list[np.ndarray | None] = [None] * n_conditions
+        self.cond_transform = MonotonePiecewiseLinear(empty, empty)
+        self.out_transform = MonotonePiecewiseLinear([None] * n_outputs, [None] * n_outputs)
+
+    def fit_transforms(self, conditions: np.ndarray, outputs: np.ndarray) -> None:
+        """Fit the quantile transforms (and the core's standardisation) on the training sample."""
+        cx: list[np.ndarray | None] = [None] * self.n_conditions
+        cu: list[np.ndarray | None] = [None] * self.n_conditions
+        for i in self.continuous:
+            cx[i], cu[i] = quantile_knots(conditions[:, i], n_knots=self.n_knots)
+        knots = [quantile_knots(outputs[:, j], n_knots=self.n_knots) for j in range(self.n_outputs)]
+        ox, ou = [k[0] for k in knots], [k[1] for k in knots]
+        self.cond_transform = MonotonePiecewiseLinear(cx, cu)
+        # inverse transform: Gaussian u -> physical x
+        self.out_transform = MonotonePiecewiseLinear(list(ou), list(ox))
+        self._forward_out = [(np.asarray(x), np.asarray(u)) for x, u in zip(ox, ou, strict=True)]
+        with torch.no_grad():
+            cond_u = self.cond_transform(torch.as_tensor(conditions, dtype=torch.float32)).numpy()
+        self.core.set_normalisation(cond_u, self.gaussianise_outputs(outputs))
+
+    def gaussianise_outputs(self, outputs: np.ndarray) -> np.ndarray:
+        """Physical outputs -> Gaussian space (the training targets of the core), float32."""
+        return np.stack(
+            [np.interp(outputs[:, j], x, u) for j, (x, u) in enumerate(self._forward_out)], axis=1
+        ).astype(np.float32)
+
+    def core_conditions(self, conditions: np.ndarray) -> np.ndarray:
+        """Physical conditions -> the core's input space (quantile-transformed), float32."""
+        with torch.no_grad():
+            return self.cond_transform(torch.as_tensor(conditions, dtype=torch.float32)).numpy()
+
+    def forward(self, conditions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Outputs in physical units for conditions in physical units and N(0, 1) noise."""
+        return self.out_transform(self.core(self.cond_transform(conditions), noise))
+
+    def extra_state(self) -> dict[str, Any]:
+        """Constructor arguments, for rebuilding the module from a state_dict."""
+        return {
+            "n_conditions": self.n_conditions, "noise_dim": self.noise_dim, "n_outputs": self.n_outputs,
+            "width": self.core.inp.out_features, "n_residual": len(self.core.blocks),
+            "continuous": list(self.continuous), "n_knots": self.n_knots,
+        }  # fmt: skip
+
+
+@dataclass
+class FitHistory:
+    """Per-epoch losses of a generator fit (mean squared error in the core's output space)."""
+
+    train: list[float] = field(default_factory=list)
+    val: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def fit_deterministic(
+    core: nn.Module,
+    conditions: np.ndarray,
+    noise: np.ndarray,
+    targets: np.ndarray,
+    *,
+    val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    epochs: int = 30,
+    batch_size: int = 512,
+    lr: float = 2e-3,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    loss: str = "mse",
+    desc: str = "fit",
+) -> FitHistory:
+    """Fit ``core(conditions, noise) ≈ targets`` (all already in the core's spaces): Adam, one-cycle LR.
+
+    When every label was produced from known noise, the reference generator is a deterministic
+    function of (conditions, noise); matching it for the library's N(0, 1) noise makes the output
+    distribution right for any N(0, 1) noise. Targets are standardised with the core's buffers
+    (``out_mean``/``out_scale``) when it has them, so every output weighs the same.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.as_tensor(conditions, dtype=torch.float32)
+    z = torch.as_tensor(noise, dtype=torch.float32)
+    y = torch.as_tensor(targets, dtype=torch.float32)
+    mean = getattr(core, "out_mean", torch.zeros(y.shape[1]))
+    scale = getattr(core, "out_scale", torch.ones(y.shape[1]))
+    criterion = nn.MSELoss() if loss == "mse" else nn.SmoothL1Loss(beta=0.1)
+    n = len(x)
+    steps_per_epoch = max(1, n // batch_size)
+    optimiser = torch.optim.Adam(core.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.1
+    )
+    history = FitHistory()
+    start = time.perf_counter()
+
+    def evaluate(xs: torch.Tensor, zs: torch.Tensor, ys: torch.Tensor) -> float:
+        core.eval()
+        with torch.no_grad():
+            total = 0.0
+            for i in range(0, len(xs), 8192):
+                pred = core(xs[i : i + 8192], zs[i : i + 8192])
+                total += float(((pred - ys[i : i + 8192]) / scale).pow(2).sum())
+        core.train()
+        return total / (len(xs) * ys.shape[1])
+
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False)
+    for _ in bar:
+        perm = torch.randperm(n, generator=gen)
+        running = 0.0
+        core.train()
+        for step in range(steps_per_epoch):
+            idx = perm[step * batch_size : (step + 1) * batch_size]
+            pred = core(x[idx], z[idx])
+            batch_loss = criterion((pred - mean) / scale, (y[idx] - mean) / scale)
+            optimiser.zero_grad(set_to_none=True)
+            batch_loss.backward()
+            optimiser.step()
+            schedule.step()
+            running += float(batch_loss.detach())
+        history.train.append(running / steps_per_epoch)
+        if val is not None:
+            vx, vz, vy = (torch.as_tensor(a, dtype=torch.float32) for a in val)
+            history.val.append(evaluate(vx, vz, vy))
+        shown = f"{history.val[-1]:.4f}" if history.val else "-"
+        bar.set_postfix(train=f"{history.train[-1]:.4f}", val=shown)
+    core.eval()
+    history.seconds = time.perf_counter() - start
+    return history
+
+
+# ------------------------------------------------------------------------------------------- artifacts
+def _save_original(path: Path, payload: bytes) -> str | None:
+    if len(payload) >= ORIGINAL_MAX_BYTES:
+        path.unlink(missing_ok=True)
+        return None
+    path.write_bytes(payload)
+    return path.name
+
+
+def save_generator(
+    module: nn.Module,
+    out_dir: Path,
+    step: str,
+    *,
+    conditions: np.ndarray,
+    noise_dim: int,
+    manifest: dict[str, Any],
+    seed: int = 0,
+) -> tuple[Path, VerificationReport]:
+    """Convert with ``generator_to_onnx``, verify on ``conditions`` (>= 10k rows) with fresh N(0, 1) noise,
+    write ``<step>.onnx``, ``<step>.pt`` (state_dict, when < 5 MB) and ``<step>.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    module.eval()
+    n_conditions = conditions.shape[1]
+    onnx_model = generator_to_onnx(module, n_conditions, noise_dim)
+    noise = np.random.default_rng(seed + 7).standard_normal((len(conditions), noise_dim)).astype(np.float32)
+    report = verify_generator(module, onnx_model, conditions, noise, name=step)
+    onnx.save(onnx_model, out_dir / f"{step}.onnx")
+    buffer = _torch_bytes(module)
+    original = _save_original(out_dir / f"{step}.pt", buffer)
+    manifest = {
+        **manifest,
+        "step": step,
+        "kind": "generator",
+        "noise_dim": noise_dim,
+        "original": original,
+        "conversion_fidelity": {"metric": report.kind, "max_error": report.max_error, "rows": report.n_rows},
+    }
+    write_manifest(out_dir / f"{step}.json", manifest)
+    return out_dir / f"{step}.onnx", report
+
+
+def _torch_bytes(module: nn.Module) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    extra = module.extra_state() if hasattr(module, "extra_state") else {}
+    torch.save({"class": type(module).__name__, "kwargs": extra, "state_dict": module.state_dict()}, buffer)
+    return buffer.getvalue()
+
+
+def save_gbdt(
+    model: Any,
+    out_dir: Path,
+    step: str,
+    *,
+    features: np.ndarray,
+    manifest: dict[str, Any],
+    implementation: str = "perf_tree_trav",
+) -> tuple[Path, VerificationReport]:
+    """Convert with ``gbdt_to_onnx`` (Hummingbird), verify on ``features`` (>= 10k rows), write
+    ``<step>.onnx``, ``<step>.pkl`` (when < 5 MB) and ``<step>.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    onnx_model = gbdt_to_onnx(model, features[:256], implementation=implementation)
+    report = verify_classifier(model, onnx_model, features, name=step)
+    onnx.save(onnx_model, out_dir / f"{step}.onnx")
+    original = _save_original(out_dir / f"{step}.pkl", pickle.dumps(model))
+    manifest = {
+        **manifest,
+        "step": step,
+        "kind": "gbdt",
+        "n_classes": len(model.classes_),
+        "implementation": implementation,
+        "original": original,
+        "conversion_fidelity": {"metric": report.kind, "max_error": report.max_error, "rows": report.n_rows},
+    }
+    write_manifest(out_dir / f"{step}.json", manifest)
+    return out_dir / f"{step}.onnx", report
+
+
+def load_generator(path: Path) -> QuantileResidualGenerator:
+    """Rebuild a :class:`QuantileResidualGenerator` saved by :func:`save_generator` (``<step>.pt``)."""
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    kwargs = payload["kwargs"]
+    module = QuantileResidualGenerator(
+        kwargs["n_conditions"], kwargs["noise_dim"], kwargs["n_outputs"], width=kwargs["width"],
+        n_residual=kwargs["n_residual"], continuous=kwargs["continuous"], n_knots=kwargs["n_knots"],
+    )  # fmt: skip
+    state = payload["state_dict"]
+    module.cond_transform = _piecewise_from_state(state, "cond_transform.")
+    module.out_transform = _piecewise_from_state(state, "out_transform.")
+    module.load_state_dict(state)
+    module.eval()
+    return module
+
+
+def _piecewise_from_state(state: dict[str, torch.Tensor], prefix: str) -> MonotonePiecewiseLinear:
+    """An empty :class:`MonotonePiecewiseLinear` with the buffer shapes of a saved one (then loaded)."""
+    lo = state[prefix + "lo"]
+    layer = MonotonePiecewiseLinear([None] * lo.shape[0], [None] * lo.shape[0])
+    for name in ("lo", "hi", "slope", "mid", "offset", "base", "mapped"):
+        setattr(layer, name, torch.zeros_like(state[prefix + name]))
+    return layer
