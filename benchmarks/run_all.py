@@ -92,9 +92,9 @@ def serving(args: argparse.Namespace, work: Path) -> Report:
     model_batches = [1024] if args.quick else [1024, 8192]
     model_batches = [b for b in model_batches if b in batches] or [max(batches)]
     sbs_config = (
-        side_by_side.Config(particles=8192, batch=2048, in_flight=2, per_particle=100, rounds=2)
+        side_by_side.Config(particles=8192, batch=2048, in_flight=2, per_particle=100, rounds=2, target_s=1.0)
         if args.quick
-        else side_by_side.Config(particles=32768, batch=8192, in_flight=2, per_particle=300, rounds=5)
+        else side_by_side.Config(particles=32768, batch=8192, in_flight=2, per_particle=300, rounds=4)
     )
 
     log("choosing the model repository")

@@ -22,7 +22,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -46,6 +46,8 @@ class Config:
     in_flight: int
     per_particle: int
     rounds: int
+    target_s: float = 3.0
+    """``particles`` and ``per_particle`` are upper bounds: both shrink so a pass takes about this long."""
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,28 @@ class Result:
         return statistics.median(s.cpu_us_per_particle for s in self.samples if s.mode == mode)
 
 
+def _sized(
+    config: Config,
+    pipeline: InProcessPipeline,
+    triton: TritonRunner,
+    warm: dict[str, np.ndarray],
+    available: int,
+) -> Config:
+    """``config`` with particle counts cut so that one in-process pass and the per-particle pass take
+    about ``target_s`` (big reference models are much slower than the toy ones)."""
+    n = len(warm["pid"])
+    start = time.perf_counter()
+    inprocess(pipeline, warm, config.batch)
+    rate = n / (time.perf_counter() - start)
+    start = time.perf_counter()
+    triton.per_particle(take(warm, 0, 5))
+    per_rate = 5 / (time.perf_counter() - start)
+    particles = max(config.batch, int(rate * config.target_s) // config.batch * config.batch)
+    particles = min(config.particles, available, particles)
+    per_particle = min(config.per_particle, max(30, int(per_rate * config.target_s)))
+    return replace(config, particles=particles, per_particle=per_particle)
+
+
 def run(
     repository: Repository,
     url: str,
@@ -194,17 +218,20 @@ def run(
     config: Config,
     progress: Callable[[str], None] = print,
 ) -> Result:
-    """Interleaved rounds of the three modes on the same particles."""
+    """Interleaved rounds of every mode on the same particles."""
     output_names = [t.name for t in repository.spec.outputs]
     pipeline = InProcessPipeline(repository.path, repository.spec, threads=1)
     pipeline2 = InProcessPipeline(repository.path, repository.spec, threads=2)
     triton = TritonRunner(url, output_names)
-    head = take(batch, 0, config.per_particle)
     warm = take(batch, 0, min(config.batch, len(batch["pid"])))
     inprocess(pipeline, warm, config.batch)
     inprocess(pipeline2, warm, config.batch)
     triton.batched(warm, config.batch, config.in_flight)
-    triton.per_particle(take(batch, 0, 10))
+    triton.per_particle(take(batch, 0, 3))
+    config = _sized(config, pipeline, triton, warm, len(batch["pid"]))
+    progress(f"  side by side on {config.particles} particles, {config.per_particle} one by one")
+    batch = take(batch, 0, config.particles)
+    head = take(batch, 0, config.per_particle)
     evts = events(batch)
     client_simulate(url, events(warm), config.batch, config.in_flight, seed=1)
 
