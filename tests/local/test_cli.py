@@ -120,6 +120,7 @@ def test_server_that_dies_exits_1(small_repository: Path, tmp_path: Path, starte
     status, _, stderr = running.finish()
     assert status == 1
     assert "exited unexpectedly with status -9" in stderr
+    assert not group_members(pid), "the orphaned backend stubs are killed too"
     assert all(port_is_free(port) for port in running.ports.values())
 
 

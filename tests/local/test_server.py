@@ -91,6 +91,22 @@ def test_kill_and_restart_keep_the_urls(small_repository: Path) -> None:
         np.testing.assert_allclose(_scale(server), 3.0)
 
 
+def test_stubs_of_a_server_killed_from_outside_are_cleaned_up(small_repository: Path) -> None:
+    """A tritonserver SIGKILLed by someone else leaves its stubs running; stop() kills them."""
+    with LocalTriton(small_repository) as server:
+        pid = server.pid
+        assert pid is not None
+        stubs = set(group_members(pid)) - {pid}
+        assert stubs
+        os.kill(pid, signal.SIGKILL)
+        while server.running:
+            time.sleep(0.05)
+        assert stubs <= set(group_members(pid)), "stubs outlive their server"
+        assert server.stop() == -signal.SIGKILL
+        assert not group_members(pid)
+        assert not _shm_regions(server)
+
+
 def test_model_that_fails_to_load_stops_the_start(tmp_path: Path) -> None:
     """tritonserver exits when a model fails to load; start() raises with the log's reason and cleans up."""
     repository = tmp_path / "broken"
@@ -136,6 +152,19 @@ def test_server_stops_when_its_parent_dies(small_repository: Path, tmp_path: Pat
     parent.wait()
     _wait_gone(pid)
     assert not group_members(pid)
+
+
+def test_server_left_running_at_exit_is_killed(small_repository: Path) -> None:
+    """A script that exits without stopping its server takes the server and stubs down before it ends."""
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from ufsim_serve import LocalTriton
+        print(LocalTriton(Path({str(small_repository)!r})).start().pid, flush=True)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert not group_members(int(result.stdout))
 
 
 def test_missing_repository_is_rejected(tmp_path: Path) -> None:

@@ -22,7 +22,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -143,7 +142,8 @@ def _live_group_members(pgid: int) -> list[int]:
     return members
 
 
-_RUNNING: weakref.WeakSet[LocalTriton] = weakref.WeakSet()
+_RUNNING: set[LocalTriton] = set()
+"""Started servers not yet stopped, held so that one dropped without ``close()`` is still killed at exit."""
 
 
 @atexit.register
@@ -366,14 +366,21 @@ class LocalTriton:
                 os.killpg(self._process.pid, signum)
 
     def _reap(self) -> int:
-        """Collect the exit status, take down any stub left in the group, and remove its shared memory."""
+        """Collect the exit status, take down any stub left in the group, and remove its shared memory.
+
+        Stubs outlive a tritonserver killed from outside. Linux does not reuse a pid while a process group
+        of that id has members, so the group's remaining members are this server's stubs.
+        """
         assert self._process is not None
         self._exited(float("inf"))
         self._signal_group(signal.SIGKILL)
         status = self._process.wait()
         _RUNNING.discard(self)
         deadline = time.monotonic() + 10.0
-        while _live_group_members(self._process.pid) and time.monotonic() < deadline:
+        while (stubs := _live_group_members(self._process.pid)) and time.monotonic() < deadline:
+            for stub in stubs:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(stub, signal.SIGKILL)
             time.sleep(0.05)
         for region in _SHM_DIR.glob(f"{self._shm_prefix}*"):
             with contextlib.suppress(FileNotFoundError):
