@@ -99,3 +99,32 @@ def test_contract_accepts_the_pipeline_and_names_every_mismatch() -> None:
     assert "host:1" in message
     with pytest.raises(ContractError, match="max_batch_size 0"):
         parse_metadata(_metadata(), {"max_batch_size": 0})
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "transient"),
+    [
+        ("StatusCode.UNAVAILABLE", "failed to connect to all addresses", True),
+        ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", True),
+        ("StatusCode.INTERNAL", "Request for unknown model: 'pipeline' is not ready", True),
+        ("StatusCode.INVALID_ARGUMENT", "unexpected shape for input 'pid'", False),
+        ("StatusCode.NOT_FOUND", "Request for unknown model: 'nope' is not found", False),
+    ],
+)
+def test_transient_classification(status: str, message: str, transient: bool) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    assert is_transient(InferenceServerException(message, status=status)) is transient
+    assert not is_transient(RuntimeError("unavailable"))
+
+
+def test_summary_rates() -> None:
+    from ufsim_client import Summary
+
+    summary = Summary(
+        events=10, particles=1000, requests=2, retries=1, failovers=0, wall_s=2.0, cpu_s=0.5, source_cpu_s=0.3
+    )
+    assert summary.events_per_s == 5.0 and summary.particles_per_s == 500.0
+    assert summary.cpu_us_per_particle == 500.0
+    assert summary.transport_cpu_us_per_particle == pytest.approx(200.0)
+    assert "500 particles/s" in str(summary) and "1 retries" in str(summary)

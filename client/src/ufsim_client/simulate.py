@@ -6,7 +6,7 @@ import itertools
 import logging
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +37,7 @@ class Summary:
     failovers: int
     wall_s: float
     cpu_s: float
+    source_cpu_s: float = 0.0
 
     @property
     def events_per_s(self) -> float:
@@ -48,13 +49,20 @@ class Summary:
 
     @property
     def cpu_us_per_particle(self) -> float:
+        """Client process CPU per particle, reading or generating events included."""
         return 1e6 * self.cpu_s / self.particles if self.particles else 0.0
+
+    @property
+    def transport_cpu_us_per_particle(self) -> float:
+        """Client CPU per particle without the time spent reading or generating events."""
+        return 1e6 * max(0.0, self.cpu_s - self.source_cpu_s) / self.particles if self.particles else 0.0
 
     def __str__(self) -> str:
         return (
             f"{self.events} events, {self.particles} particles in {self.requests} requests, "
             f"{self.wall_s:.2f} s: {self.events_per_s:.1f} events/s, {self.particles_per_s:.0f} particles/s, "
             f"client CPU {self.cpu_us_per_particle:.1f} us/particle "
+            f"({self.transport_cpu_us_per_particle:.1f} without reading/generating events) "
             f"({self.retries} retries, {self.failovers} fail-overs)"
         )
 
@@ -102,6 +110,7 @@ def simulate(
     in_flight: dict[Future[dict[str, NDArray[Any]]], Request] = {}
     reorder: Reorderer[tuple[Request, dict[str, NDArray[Any]]]] = Reorderer()
     counts = {"events": 0, "particles": 0, "requests": 0}
+    source_cpu = [0.0]
 
     def collect(block_until: int) -> None:
         while len(in_flight) > block_until:
@@ -115,7 +124,7 @@ def simulate(
                     bar.set_postfix(particles=counts["particles"], refresh=False)
 
     try:
-        stream = iter(events)
+        stream = _timed(events, source_cpu)
         first = next(stream, None)  # input errors surface before any server is contacted
         contract = pool.contract()
         if batch_size > contract.max_batch_size:
@@ -163,6 +172,21 @@ def simulate(
         failovers=pool.failovers,
         wall_s=time.perf_counter() - wall0,
         cpu_s=time.process_time() - cpu0,
+        source_cpu_s=source_cpu[0],
     )
     log.info("%s", summary)
     return summary
+
+
+def _timed(events: Iterable[Event], spent: list[float]) -> Iterator[Event]:
+    """Iterate ``events``, adding the CPU time this thread spends producing them to ``spent[0]``."""
+    iterator = iter(events)
+    while True:
+        start = time.thread_time()
+        try:
+            event = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            spent[0] += time.thread_time() - start
+        yield event
