@@ -12,6 +12,7 @@ per particle. Also runs ``benchmarks/gbdt_speed.py`` (GBDT conversion speeds) wh
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from serving.common import (
 )
 from serving.inputs import model_inputs, rows_for_batch, tile, write_input_json
 from serving.report import Report, write
+from tritonclient.utils import InferenceServerException
 
 from ufsim_serve import LocalTriton
 
@@ -102,13 +104,14 @@ def serving(args: argparse.Namespace, work: Path) -> Report:
     log(f"repository: {repository.kind} at {repository.path}")
     invocation = "benchmarks/run_all.py" + (" --quick" if args.quick else "")
     report = Report(repository.kind, machine_note(), f".venv/bin/python {invocation}", repository.steps)
-    batch = particles(max(max(batches), sbs_config.particles))
+    batch = particles(max(max(batches), 4096, sbs_config.particles))
     problem = perf_analyzer_problem()
     run_perf = not args.skip_perf_analyzer and problem is None
     if problem is not None and not args.skip_perf_analyzer:
         report.notes.append(f"perf_analyzer not run: {problem}")
         log(f"skipping perf_analyzer: {problem}")
-    tensors = model_inputs(repository, take(batch, 0, max(batches))) if run_perf else {}
+    pool = max(max(batches), 4096)
+    tensors = model_inputs(repository, take(batch, 0, pool)) if run_perf else {}
     points = [(ENSEMBLE, b, c) for b in batches for c in concurrency]
     if not args.skip_models:
         points += [(model, b, 1) for b in model_batches for model in repository.steps]
@@ -118,11 +121,19 @@ def serving(args: argparse.Namespace, work: Path) -> Report:
         log(f"Triton ready at {server.grpc_url}")
         latency: dict[tuple[str, int], float] = {}
         for model, b, c in points if run_perf else []:
+            rows = rows_for_batch(b, pool)
+            data = work / "inputs" / f"{model}_b{b}.json"
             if (model, b) not in latency:
-                latency[model, b] = perf.probe_latency(server.grpc_url, model, tile(tensors[model], b))
+                try:
+                    latency[model, b] = perf.probe_latency(server.grpc_url, model, tile(tensors[model], b))
+                except InferenceServerException as err:
+                    report.notes.append(f"`{model}` batch {b}: probe request failed, not measured: {err}")
+                    log(f"  probe request to {model} batch {b} failed: {err}")
+                    latency[model, b] = math.nan
+                write_input_json(data, tensors[model], rows)
+            if math.isnan(latency[model, b]):
+                continue
             window = settings.requests_per_window(latency[model, b])
-            rows = rows_for_batch(b, max(batches))
-            data = write_input_json(work / "inputs" / f"{model}_b{b}.json", tensors[model], rows)
             log(
                 f"perf_analyzer {model} batch {b} concurrency {c} ({window} requests per window, {rows} rows)"
             )
