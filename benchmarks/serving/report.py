@@ -22,6 +22,7 @@ MODE_LABELS = {
     "inprocess_ort": "chained ONNX Runtime in-process",
     "inprocess_ort_2threads": "same, 2 intra-op threads",
     "triton_per_particle": "Triton, one request per particle",
+    "inprocess_per_particle": "in-process ORT, one particle per call",
 }
 
 
@@ -130,7 +131,7 @@ def write_csvs(report: Report, out: Path) -> list[Path]:
                  "particles_per_s", "client_cpu_us_per_particle"],
                 [
                     [s.mode, s.round, s.particles,
-                     1 if s.mode == "triton_per_particle" else sbs.config.batch,
+                     1 if s.mode.endswith("per_particle") else sbs.config.batch,
                      sbs.config.in_flight if s.mode in ("triton_ensemble", "ufsim_client") else 1,
                      s.rate / ref, s.wall_s, s.cpu_s, s.rate, s.cpu_us_per_particle]
                     for s in sbs.samples
@@ -306,14 +307,14 @@ def markdown(report: Report, plots: dict[str, Path | None]) -> str:
             f"{c.particles} gun particles (`ufsim_export.toy.synthetic_particles`, keys from "
             f"`ufsim_client.keys.rng_keys`), {c.rounds} interleaved rounds, median per mode. Batched modes "
             f"use {c.batch} particles per call; the Triton ensemble keeps {c.in_flight} asynchronous gRPC "
-            f"requests in flight; one-request-per-particle sends synchronous batch-1 requests for the first "
-            f"{c.per_particle} particles only.",
+            f"requests in flight; the per-particle ways (synchronous batch-1 gRPC requests, or batch-1 "
+            f"in-process calls) run on the first {c.per_particle} particles only.",
             "",
         ]
         lines += _table(
             ["way", "particles/s relative to in-process ORT", "client-process CPU per particle, relative"],
             [
-                [MODE_LABELS[m], _fmt(sbs.median_rate(m) / ref, 3), _fmt(sbs.median_cpu(m) / cpu_ref, 3)]
+                [MODE_LABELS[m], _fmt(sbs.median_rate(m) / ref, 2), _fmt(sbs.median_cpu(m) / cpu_ref, 2)]
                 for m in MODES
             ],
         )
@@ -321,13 +322,16 @@ def markdown(report: Report, plots: dict[str, Path | None]) -> str:
         lines += [
             "",
             "Ratios:",
-            f"- Triton ensemble / in-process chained ORT: **{_fmt(ens / ref, 3)}** "
-            f"(/ the same with 2 threads: {_fmt(ens / sbs.median_rate('inprocess_ort_2threads'), 3)})",
-            f"- Triton ensemble / one request per particle: **{_fmt(ens / per, 3)}**",
-            f"- in-process chained ORT / one request per particle: **{_fmt(ref / per, 3)}**",
+            f"- Triton ensemble / in-process chained ORT: **{_fmt(ens / ref, 2)}** "
+            f"(/ the same with 2 threads: {_fmt(ens / sbs.median_rate('inprocess_ort_2threads'), 2)})",
+            f"- Triton ensemble / one request per particle: **{_fmt(ens / per, 2)}**",
+            f"- in-process chained ORT / one request per particle: **{_fmt(ref / per, 2)}**",
+            f"- in-process, one particle per call / one request per particle: "
+            f"**{_fmt(sbs.median_rate('inprocess_per_particle') / per, 2)}** (what the gRPC round trip "
+            "and the 12 Python-backend steps cost per request)",
             f"- ufsim_client.simulate / Triton ensemble with bare tritonclient: "
-            f"**{_fmt(sbs.median_rate('ufsim_client') / ens, 3)}** (the client's own cost: events, "
-            "batching across events, ordering, ntuple columns)",
+            f"**{_fmt(sbs.median_rate('ufsim_client') / ens, 2)}** (any difference is the client's own "
+            "work: events, batching across events, ordering, ntuple columns)",
             "",
             "Client-process CPU counts every thread of the benchmark process (gRPC marshalling for the "
             "Triton modes and the client's batching, the ONNX Runtime work itself for the in-process "

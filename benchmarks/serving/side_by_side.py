@@ -10,7 +10,9 @@
   events of ``EVENT_SIZE`` (batching across events, ordered rows, ntuple columns, in-memory writer),
   same batch size and requests in flight; its keys come from event numbers, so its outputs differ.
 - ``triton_per_particle``: one synchronous gRPC request per particle, the shape of the
-  call-per-particle production approach, on the first ``per_particle`` particles only (it is slow).
+  call-per-particle production approach, on the first ``per_particle`` particles only (it is slow);
+  ``inprocess_per_particle`` chains the graphs in-process one particle at a time on the same particles
+  (the in-job, call-per-particle way, with ONNX Runtime instead of transpiled C).
 
 Modes run in rotating order for several rounds so that load from other users hits all of them alike;
 ratios use the median rate of each mode.
@@ -32,7 +34,14 @@ from ufsim_export.inprocess import InProcessPipeline
 
 from .common import ENSEMBLE, Repository, infer_inputs, take
 
-MODES = ("triton_ensemble", "ufsim_client", "inprocess_ort", "inprocess_ort_2threads", "triton_per_particle")
+MODES = (
+    "triton_ensemble",
+    "ufsim_client",
+    "inprocess_ort",
+    "inprocess_ort_2threads",
+    "triton_per_particle",
+    "inprocess_per_particle",
+)
 EVENT_SIZE = 128
 """Particles per event for the ``ufsim_client`` mode (about a minimum-bias event in the acceptance)."""
 
@@ -244,6 +253,7 @@ def run(
         "inprocess_ort": (config.particles, lambda: inprocess(pipeline, batch, config.batch)),
         "inprocess_ort_2threads": (config.particles, lambda: inprocess(pipeline2, batch, config.batch)),
         "triton_per_particle": (config.per_particle, lambda: triton.per_particle(head)),
+        "inprocess_per_particle": (config.per_particle, lambda: inprocess(pipeline, head, 1)),
     }
     samples: list[Sample] = []
     outputs: dict[str, dict[str, np.ndarray]] = {}
