@@ -20,6 +20,8 @@ import platform
 import random
 import subprocess
 import time
+import warnings
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -120,21 +122,27 @@ def event_split(
     """Boolean mask of validation rows: whole (source, event) groups, chosen by a seeded hash.
 
     Event -1 (the particle gun, one particle per "event") is split per row by its position instead.
-    The same (source, event) lands on the same side in every file, so a particle's acceptance row and
-    its resolution row are never split apart.
+    The same (source, event) lands on the same side in every file, so an event's particles and its
+    reconstructed tracks are on the same side.
     """
-    keys = np.char.add(np.asarray(source).astype(str), np.char.mod("/%d", np.asarray(event)))
-    gun = np.asarray(event) == -1
-    keys = np.where(gun, np.char.add(keys, np.char.mod("#%d", np.arange(len(keys)))), keys)
-    digest = np.array(
-        [_hash64(f"{seed}:{k}") for k in keys],
-        dtype=np.uint64,
+    source = np.asarray(source).astype(str)
+    event = np.asarray(event, np.int64)
+    names, codes = np.unique(source, return_inverse=True)
+    source_ids = np.array([zlib.crc32(n.encode()) for n in names], np.uint64)[codes]
+    index = np.where(event == -1, np.arange(len(event), dtype=np.int64) | (1 << 40), event)
+    key = (
+        (source_ids << np.uint64(42)) ^ index.astype(np.uint64) ^ np.uint64(seed * 0x9E3779B97F4A7C15 % 2**64)
     )
-    return (digest >> np.uint64(11)).astype(np.float64) * 2.0**-53 < val_fraction
+    return (splitmix64(key) >> np.uint64(11)).astype(np.float64) * 2.0**-53 < val_fraction
 
 
-def _hash64(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser (vectorised): a well-mixed 64-bit hash of 64-bit integers."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(x, np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
 
 
 # ------------------------------------------------------------------------------------------- generators
@@ -417,8 +425,10 @@ def save_gbdt(
     ``<step>.onnx``, ``<step>.pkl`` (when < 5 MB) and ``<step>.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     features = np.ascontiguousarray(features, dtype=np.float32)
-    onnx_model = gbdt_to_onnx(model, features[:256], implementation=implementation)
-    report = verify_classifier(model, onnx_model, features, name=step)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        onnx_model = gbdt_to_onnx(model, features[:256], implementation=implementation)
+        report = verify_classifier(model, onnx_model, features, name=step)
     onnx.save(onnx_model, out_dir / f"{step}.onnx")
     original = _save_original(out_dir / f"{step}.pkl", pickle.dumps(model))
     manifest = {

@@ -1,0 +1,524 @@
+"""Tracking reference models trained on the Lamarr 2016 MagUp sample (``shared/data/lamarr-trk-2016MU``).
+
+- ``acceptance`` and ``tracking_efficiency``: LightGBM classifiers (depth <= 7, converted through
+  Hummingbird ``perf_tree_trav``) fitted to the library's **probabilities** as soft labels: each particle
+  appears once per class with weight = the library's probability of that class, so the boosting loss
+  is exactly the cross-entropy to the library's distribution (sampled labels would add Bernoulli
+  noise for nothing). The efficiency is the library's function of all particles (Lamarr evaluates it
+  after sampling acceptance, §7 of lamarr-reference); the pipeline only uses it for particles sampled
+  in acceptance, so each particle's loss is weighted by 0.1 + 0.9 * acceptance (focus where it is
+  used, without abandoning the rest).
+- ``tracking_resolution`` and ``tracking_covariance``: Lamarr's generator architecture with its
+  quantile preprocessing built in (:class:`~.common.QuantileResidualGenerator`), fitted to the
+  deterministic map (conditions, library noise) -> library outputs; the noise of every label is
+  regenerated bit for bit with the data's ``noise.py``. The covariance generator is conditioned on
+  the library's own track-quality outputs (chi2PerDoF, nDoF_f, ghostProb) of the same track.
+
+A validation split of whole events (20 %, :func:`~.common.event_split`) is never trained on; the
+manifests carry metrics measured on it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..spec import PipelineSpec, default_spec_path, load_spec
+from .common import (
+    QuantileResidualGenerator,
+    event_split,
+    fit_deterministic,
+    git_commit,
+    library_versions,
+    save_gbdt,
+    save_generator,
+    seed_everything,
+    sha256_files,
+)
+
+ACCEPTANCE_FILE = "train_acceptance_efficiency.parquet"
+RESOLUTION_FILE = "train_resolution_covariance.parquet"
+EFFICIENCY_LABELS = ("eff_not_recoed", "eff_long", "eff_upstream", "eff_downstream")
+VAL_FRACTION = 0.2
+EFFICIENCY_WEIGHT_FLOOR = 0.1
+STEPS = ("acceptance", "tracking_efficiency", "tracking_resolution", "tracking_covariance")
+
+
+@dataclass(frozen=True)
+class GBDTConfig:
+    """LightGBM hyperparameters (bounded depth for Hummingbird perf_tree_trav on GPUs)."""
+
+    n_estimators: int = 300
+    max_depth: int = 7
+    num_leaves: int = 64
+    learning_rate: float = 0.1
+    min_child_samples: int = 200
+    reg_lambda: float = 1.0
+    max_rows: int | None = None
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Generator architecture and deterministic-fit schedule."""
+
+    width: int = 128
+    n_residual: int = 10
+    epochs: int = 20
+    batch_size: int = 2048
+    lr: float = 2e-3
+    max_rows: int | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `make train` fixes, per model."""
+
+    acceptance: GBDTConfig
+    efficiency: GBDTConfig
+    resolution: GeneratorConfig
+    covariance: GeneratorConfig
+
+
+FULL = TrainConfig(
+    acceptance=GBDTConfig(n_estimators=300),
+    efficiency=GBDTConfig(n_estimators=200),
+    resolution=GeneratorConfig(n_residual=10, epochs=20),
+    covariance=GeneratorConfig(n_residual=8, epochs=16),
+)
+QUICK = TrainConfig(
+    acceptance=GBDTConfig(n_estimators=10, max_depth=4, num_leaves=15, max_rows=20_000),
+    efficiency=GBDTConfig(n_estimators=10, max_depth=4, num_leaves=15, max_rows=20_000),
+    resolution=GeneratorConfig(width=32, n_residual=2, epochs=1, batch_size=512, max_rows=12_000),
+    covariance=GeneratorConfig(width=32, n_residual=2, epochs=1, batch_size=512, max_rows=12_000),
+)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Tensor columns of the tracking steps, read from the pipeline spec (the contract)."""
+
+    tracking_features: tuple[str, ...]
+    acceptance_classes: tuple[str, ...]
+    efficiency_classes: tuple[str, ...]
+    resolution_conditions: tuple[str, ...]
+    resolution_outputs: tuple[str, ...]
+    covariance_conditions: tuple[str, ...]
+    covariance_outputs: tuple[str, ...]
+
+    @classmethod
+    def from_spec(cls, spec: PipelineSpec | None = None) -> Columns:
+        """Columns in spec order; the covariance conditions are resolution_conditions + quality outputs."""
+        spec = spec or load_spec(default_spec_path())
+        res_cond = spec.tensor("resolution_conditions").columns
+        res_out = spec.tensor("resolution_residuals").columns
+        cov_step = spec.step("tracking_covariance")
+        quality = next(ref for ref in cov_step.inputs if ref.name == "resolution_residuals").columns or ()
+        return cls(
+            tracking_features=spec.tensor("tracking_features").columns,
+            acceptance_classes=spec.step("acceptance").classes,
+            efficiency_classes=spec.step("tracking_efficiency").classes,
+            resolution_conditions=res_cond,
+            resolution_outputs=res_out,
+            covariance_conditions=res_cond + tuple(res_out[i] for i in quality),
+            covariance_outputs=spec.tensor("covariance_parameters").columns,
+        )
+
+
+# ------------------------------------------------------------------------------------------- data
+def noise_module(data_dir: Path) -> ModuleType:
+    """The data's own ``noise.py`` (imported from the data folder, not copied)."""
+    spec = importlib.util.spec_from_file_location("lamarr_trk_noise", Path(data_dir) / "noise.py")
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"{data_dir}/noise.py: cannot import the noise regenerator")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def library_noise(data_dir: Path, key_name: str, rows: np.ndarray) -> np.ndarray:
+    """The exact N(0, 1) noise the library used for ``rows`` (``noise_row``) of stream ``key_name``."""
+    noise = noise_module(data_dir)
+    key = getattr(noise, key_name)
+    rows = np.asarray(rows, np.int64)
+    lo, hi = int(rows.min()), int(rows.max()) + 1
+    if hi - lo <= 2 * len(rows):
+        return noise.noise(key, lo, hi)[rows - lo]
+    return np.concatenate([noise.noise(key, int(r), int(r) + 1) for r in rows])
+
+
+def data_hash(data_dir: Path) -> str:
+    """SHA-256 of the two parquet files and noise.py."""
+    return sha256_files([data_dir / ACCEPTANCE_FILE, data_dir / RESOLUTION_FILE, data_dir / "noise.py"])
+
+
+@functools.lru_cache(maxsize=2)
+def load_particles(data_dir: Path, *, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """The acceptance/efficiency sample and its validation mask (whole events); cached, do not modify."""
+    df = pd.read_parquet(Path(data_dir) / ACCEPTANCE_FILE)
+    return df, event_split(
+        df["source"].to_numpy(), df["event"].to_numpy(), val_fraction=VAL_FRACTION, seed=seed
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def load_tracks(data_dir: Path, *, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """The resolution/covariance sample and its validation mask (the same events as :func:`load_particles`).
+
+    Gun particles (event -1) are split per row in each file, so a gun track's particle row may sit on
+    the other side; the two files' models are trained and validated separately, so this cannot leak.
+    """
+    df = pd.read_parquet(Path(data_dir) / RESOLUTION_FILE)
+    return df, event_split(
+        df["source"].to_numpy(), df["event"].to_numpy(), val_fraction=VAL_FRACTION, seed=seed
+    )
+
+
+def _subsample(n: int, max_rows: int | None, rng: np.random.Generator) -> np.ndarray:
+    if max_rows is None or n <= max_rows:
+        return np.arange(n)
+    return np.sort(rng.choice(n, max_rows, replace=False))
+
+
+# ------------------------------------------------------------------------------------------- GBDTs
+def soft_label_rows(
+    X: np.ndarray, probabilities: np.ndarray, weights: np.ndarray | None = None, *, min_weight: float = 1e-6
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row once per class with weight p_class (x the row weight): the weighted log-loss of these rows
+    is the cross-entropy to the soft labels. Rows below ``min_weight`` are dropped (no contribution)."""
+    n, k = probabilities.shape
+    w = probabilities * (1.0 if weights is None else weights[:, None])
+    Xr = np.repeat(X, k, axis=0)
+    yr = np.tile(np.arange(k), n)
+    wr = w.reshape(-1)
+    keep = wr > min_weight
+    return Xr[keep], yr[keep], wr[keep]
+
+
+def fit_gbdt(
+    X: np.ndarray, probabilities: np.ndarray, weights: np.ndarray | None, config: GBDTConfig, seed: int
+) -> Any:
+    """LightGBM classifier on soft labels, deterministic for a seed and 2 threads."""
+    from lightgbm import LGBMClassifier
+
+    Xr, yr, wr = soft_label_rows(X.astype(np.float32), probabilities.astype(np.float64), weights)
+    model = LGBMClassifier(
+        n_estimators=config.n_estimators,
+        max_depth=config.max_depth,
+        num_leaves=config.num_leaves,
+        learning_rate=config.learning_rate,
+        min_child_samples=config.min_child_samples,
+        reg_lambda=config.reg_lambda,
+        random_state=seed,
+        n_jobs=2,
+        deterministic=True,
+        force_row_wise=True,
+        verbose=-1,
+    )
+    model.fit(Xr, yr, sample_weight=wr)
+    return model
+
+
+def predict_proba(model: Any, X: np.ndarray) -> np.ndarray:
+    """``model.predict_proba`` without LightGBM's feature-name warning (we always pass arrays)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        return model.predict_proba(X)
+
+
+def classifier_metrics(
+    predicted: np.ndarray, reference: np.ndarray, weights: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Held-out agreement of predicted and reference class probabilities."""
+    w = np.ones(len(reference)) if weights is None else weights
+    eps = 1e-7
+    ce = -(reference * np.log(np.clip(predicted, eps, 1))).sum(axis=1)
+    entropy = -(reference * np.log(np.clip(reference, eps, 1))).sum(axis=1)
+    return {
+        "rows": len(reference),
+        "kl_divergence": float(np.average(ce - entropy, weights=w)),
+        "mean_abs_probability_error": np.average(np.abs(predicted - reference), axis=0, weights=w).tolist(),
+        "overall_probability_difference": (
+            np.average(predicted, axis=0, weights=w) - np.average(reference, axis=0, weights=w)
+        ).tolist(),
+    }
+
+
+# ------------------------------------------------------------------------------------------- generators
+def fit_generator(
+    conditions: np.ndarray,
+    noise: np.ndarray,
+    outputs: np.ndarray,
+    val: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    continuous: list[int],
+    config: GeneratorConfig,
+    seed: int,
+    desc: str,
+) -> tuple[QuantileResidualGenerator, dict[str, Any]]:
+    """Quantile-preprocessed residual generator fitted to (conditions, noise) -> outputs."""
+    torch.manual_seed(seed)
+    module = QuantileResidualGenerator(
+        conditions.shape[1],
+        noise.shape[1],
+        outputs.shape[1],
+        width=config.width,
+        n_residual=config.n_residual,
+        continuous=continuous,
+    )
+    module.fit_transforms(conditions, outputs)
+    vc, vz, vy = val
+    history = fit_deterministic(
+        module.core,
+        module.core_conditions(conditions),
+        noise,
+        module.gaussianise_outputs(outputs),
+        val=(module.core_conditions(vc), vz, module.gaussianise_outputs(vy)),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        seed=seed,
+        desc=desc,
+    )
+    module.eval()
+    fit = {
+        "loss": "MSE of the core's standardised Gaussianised outputs vs the library's, same noise",
+        "train_loss": history.train,
+        "val_loss": history.val,
+        "fit_seconds": round(history.seconds, 1),
+    }
+    return module, fit
+
+
+def generator_metrics(
+    module: torch.nn.Module,
+    conditions: np.ndarray,
+    outputs: np.ndarray,
+    names: tuple[str, ...],
+    *,
+    seed: int,
+) -> dict[str, Any]:
+    """W1/σ per output on held-out conditions with fresh N(0, 1) noise (not the library's stream)."""
+    from ..validation.metrics import w1_over_sigma
+
+    noise = np.random.default_rng(seed + 1000).standard_normal((len(conditions), module.noise_dim))
+    with torch.no_grad():
+        generated = module(
+            torch.as_tensor(conditions, dtype=torch.float32), torch.as_tensor(noise, dtype=torch.float32)
+        ).numpy()
+    return {
+        "rows": len(conditions),
+        "noise": "fresh N(0,1), numpy default_rng, not the training stream",
+        "w1_over_sigma": {
+            n: round(w1_over_sigma(outputs[:, j], generated[:, j]), 5) for j, n in enumerate(names)
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------------- training
+def _base_manifest(
+    step: str, inputs: tuple[str, ...], data_sha: str, seed: int, config: Any
+) -> dict[str, Any]:
+    return {
+        "step": step,
+        "inputs": list(inputs),
+        "data": "lamarr-trk-2016MU (Lamarr 2016 MagUp tracking library labels)",
+        "data_sha256": data_sha,
+        "seed": seed,
+        "git_commit": git_commit(),
+        "libraries": library_versions(),
+        "config": asdict(config),
+        "validation_split": f"{VAL_FRACTION:.0%} of events (source, event), seeded hash; never trained on",
+    }
+
+
+def train(data_dir: Path, out_dir: Path, *, seed: int = 0, quick: bool = False) -> list[Path]:
+    """Train the four tracking models from ``data_dir`` and write ``<step>.onnx/.json`` (+ originals) to
+    ``out_dir``. ``quick``: tiny subsample, tiny networks, one epoch (tests)."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    config = QUICK if quick else FULL
+    cols = Columns.from_spec()
+    data_sha = data_hash(data_dir)
+    written: list[Path] = []
+    jobs: list[tuple[str, Callable[[], Path]]] = [
+        ("acceptance", lambda: _train_acceptance(data_dir, out_dir, cols, config, data_sha, seed)),
+        ("tracking_efficiency", lambda: _train_efficiency(data_dir, out_dir, cols, config, data_sha, seed)),
+        ("tracking_resolution", lambda: _train_resolution(data_dir, out_dir, cols, config, data_sha, seed)),
+        ("tracking_covariance", lambda: _train_covariance(data_dir, out_dir, cols, config, data_sha, seed)),
+    ]
+    for name, job in tqdm(jobs, desc="tracking models", unit="model"):
+        start = time.perf_counter()
+        path = job()
+        tqdm.write(f"{name}: {time.perf_counter() - start:.0f} s -> {path}")
+        written.append(path)
+    return written
+
+
+def _finish_manifest(path: Path, seconds: float) -> None:
+    import json
+
+    manifest_path = path.with_suffix(".json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest["training_seconds"] = round(seconds, 1)
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _particles(
+    data_dir: Path, seed: int, max_rows: int | None
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    df, val = load_particles(data_dir, seed=0)
+    rng = np.random.default_rng(seed)
+    train_idx = np.flatnonzero(~val)[_subsample(int((~val).sum()), max_rows, rng)]
+    val_idx = np.flatnonzero(val)[_subsample(int(val.sum()), max_rows, rng)]
+    return df, train_idx, val_idx
+
+
+def _train_acceptance(
+    data_dir: Path, out_dir: Path, cols: Columns, config: TrainConfig, data_sha: str, seed: int
+) -> Path:
+    start = time.perf_counter()
+    seed_everything(seed)
+    df, tr, va = _particles(data_dir, seed, config.acceptance.max_rows)
+    X = df[list(cols.tracking_features)].to_numpy(np.float32)
+    acc = df["acceptance"].to_numpy(np.float64)
+    probs = np.stack([1 - acc, acc], axis=1)
+    model = fit_gbdt(X[tr], probs[tr], None, config.acceptance, seed)
+    manifest = _base_manifest("acceptance", cols.tracking_features, data_sha, seed, config.acceptance)
+    manifest["classes"] = list(cols.acceptance_classes)
+    manifest["labels"] = "soft: the library's P(in acceptance), one weighted row per class"
+    manifest["validation"] = classifier_metrics(predict_proba(model, X[va]), probs[va])
+    path, _ = save_gbdt(model, out_dir, "acceptance", features=_verification_rows(X, va), manifest=manifest)
+    _finish_manifest(path, time.perf_counter() - start)
+    return path
+
+
+def _train_efficiency(
+    data_dir: Path, out_dir: Path, cols: Columns, config: TrainConfig, data_sha: str, seed: int
+) -> Path:
+    start = time.perf_counter()
+    seed_everything(seed)
+    df, tr, va = _particles(data_dir, seed, config.efficiency.max_rows)
+    X = df[list(cols.tracking_features)].to_numpy(np.float32)
+    probs = df[list(EFFICIENCY_LABELS)].to_numpy(np.float64)
+    probs /= probs.sum(axis=1, keepdims=True)
+    acc = df["acceptance"].to_numpy(np.float64)
+    weights = EFFICIENCY_WEIGHT_FLOOR + (1 - EFFICIENCY_WEIGHT_FLOOR) * acc
+    model = fit_gbdt(X[tr], probs[tr], weights[tr], config.efficiency, seed)
+    manifest = _base_manifest(
+        "tracking_efficiency", cols.tracking_features, data_sha, seed, config.efficiency
+    )
+    manifest["classes"] = list(cols.efficiency_classes)
+    manifest["labels"] = (
+        "soft: the library's four class probabilities, one weighted row per class; particle weight "
+        f"{EFFICIENCY_WEIGHT_FLOOR} + {1 - EFFICIENCY_WEIGHT_FLOOR} x acceptance"
+    )
+    manifest["denominator"] = (
+        "all particles, as the library's efficiency function is defined; the ensemble samples acceptance "
+        "first and draws the class only for particles in acceptance (Lamarr's acceptance x efficiency), "
+        "so validation weights particles by P(in acceptance)"
+    )
+    manifest["validation"] = classifier_metrics(predict_proba(model, X[va]), probs[va], acc[va])
+    path, _ = save_gbdt(
+        model, out_dir, "tracking_efficiency", features=_verification_rows(X, va), manifest=manifest
+    )
+    _finish_manifest(path, time.perf_counter() - start)
+    return path
+
+
+def _verification_rows(X: np.ndarray, preferred: np.ndarray, n: int = 20_000) -> np.ndarray:
+    """At least 10k rows (the verifier's minimum): the validation rows first, then any others."""
+    rows = preferred[:n]
+    if len(rows) < n:
+        rest = np.setdiff1d(np.arange(len(X)), rows)[: n - len(rows)]
+        rows = np.concatenate([rows, rest])
+    return X[rows]
+
+
+def _tracks(data_dir: Path, seed: int, max_rows: int | None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    df, val = load_tracks(data_dir, seed=0)
+    rng = np.random.default_rng(seed)
+    train_idx = np.flatnonzero(~val)[_subsample(int((~val).sum()), max_rows, rng)]
+    val_idx = np.flatnonzero(val)[_subsample(int(val.sum()), max_rows, rng)]
+    return df, train_idx, val_idx
+
+
+def _train_generator_step(
+    step: str,
+    data_dir: Path,
+    out_dir: Path,
+    cond_cols: tuple[str, ...],
+    out_cols: tuple[str, ...],
+    noise_key: str,
+    gen_config: GeneratorConfig,
+    data_sha: str,
+    seed: int,
+) -> Path:
+    start = time.perf_counter()
+    seed_everything(seed)
+    df, tr, va = _tracks(data_dir, seed, gen_config.max_rows)
+    C = df[list(cond_cols)].to_numpy(np.float32)
+    Y = df[list(out_cols)].to_numpy(np.float32)
+    rows = df["noise_row"].to_numpy(np.int64)
+    flags = {"mc_is_e", "mc_is_mu", "mc_is_h", "is_long", "is_upstream", "is_downstream"}
+    continuous = [i for i, c in enumerate(cond_cols) if c not in flags]
+    Z_tr = library_noise(data_dir, noise_key, rows[tr])
+    Z_va = library_noise(data_dir, noise_key, rows[va])
+    module, fit = fit_generator(
+        C[tr],
+        Z_tr,
+        Y[tr],
+        (C[va], Z_va, Y[va]),
+        continuous=continuous,
+        config=gen_config,
+        seed=seed,
+        desc=step,
+    )
+    manifest = _base_manifest(step, cond_cols, data_sha, seed, gen_config)
+    manifest["outputs"] = list(out_cols)
+    manifest["architecture"] = (
+        f"quantile transform of {len(continuous)} continuous conditions -> concat(conditions, "
+        f"{Z_tr.shape[1]} noise) -> Dense({gen_config.width}, tanh) -> {gen_config.n_residual} x residual "
+        f"tanh({gen_config.width}) -> Dense({len(out_cols)}) -> inverse quantile transform per output"
+    )
+    manifest["training"] = {
+        "method": "deterministic fit to the library map (conditions, noise) -> outputs",
+        "noise": f"noise.py {noise_key}, rows = noise_row",
+        "train_rows": len(tr),
+        **fit,
+    }
+    manifest["validation"] = generator_metrics(module, C[va], Y[va], out_cols, seed=seed)
+    path, _ = save_generator(
+        module, out_dir, step, conditions=_verification_rows(C, va), noise_dim=Z_tr.shape[1],
+        manifest=manifest, seed=seed,
+    )  # fmt: skip
+    _finish_manifest(path, time.perf_counter() - start)
+    return path
+
+
+def _train_resolution(
+    data_dir: Path, out_dir: Path, cols: Columns, config: TrainConfig, data_sha: str, seed: int
+) -> Path:
+    return _train_generator_step(
+        "tracking_resolution", data_dir, out_dir, cols.resolution_conditions, cols.resolution_outputs,
+        "RESOLUTION_KEY", config.resolution, data_sha, seed,
+    )  # fmt: skip
+
+
+def _train_covariance(
+    data_dir: Path, out_dir: Path, cols: Columns, config: TrainConfig, data_sha: str, seed: int
+) -> Path:
+    return _train_generator_step(
+        "tracking_covariance", data_dir, out_dir, cols.covariance_conditions, cols.covariance_outputs,
+        "COVARIANCE_KEY", config.covariance, data_sha, seed,
+    )  # fmt: skip
