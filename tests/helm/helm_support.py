@@ -39,10 +39,10 @@ def render(values: Mapping[str, Any], *, name: str = RELEASE, namespace: str = N
 
 def find(manifests: list[Manifest], kind: str, name: str | None = None) -> Manifest:
     """The one object of ``kind`` (and ``name``, if given)."""
-    found = [
-        m for m in manifests if m["kind"] == kind and (name is None or m["metadata"]["name"] == name)
-    ]
-    assert len(found) == 1, f"expected one {kind} {name or ''}, found {[m['metadata']['name'] for m in found]}"
+    found = [m for m in manifests if m["kind"] == kind and (name is None or m["metadata"]["name"] == name)]
+    assert len(found) == 1, (
+        f"expected one {kind} {name or ''}, found {[m['metadata']['name'] for m in found]}"
+    )
     return found[0]
 
 
@@ -58,13 +58,13 @@ def container(deployment: Manifest, name: str) -> dict[str, Any]:
 
 
 def triton_argv(manifests: list[Manifest]) -> list[str]:
-    """The Triton container's command line (command + args) as the kubelet runs it, before $(VAR) expansion."""
+    """The Triton container's command line (command + args), before the kubelet expands $(VAR)."""
     triton = container(find(manifests, "Deployment", RELEASE), "triton")
     return [*triton["command"], *triton["args"]]
 
 
 def expand_kubelet_vars(argv: list[str], env: Mapping[str, str]) -> list[str]:
-    """Expand ``$(VAR)`` references the way the kubelet does for container args; unknown ones stay as written."""
+    """Expand ``$(VAR)`` in container args as the kubelet does; unknown references stay as written."""
 
     def substitute(match: re.Match[str]) -> str:
         return env.get(match.group(1), match.group(0))

@@ -90,7 +90,7 @@ def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 def test_references_between_objects_resolve(example: Path) -> None:
-    """Selectors, Service ports, Ingress backends, scale targets and ServiceMonitor ports point at real things."""
+    """Selectors, Service ports, Ingress backends, scale targets and ServiceMonitor ports all resolve."""
     manifests = render(load_values(example))
     pods = _pod_labels(manifests)
     services = {m["metadata"]["name"]: m for m in manifests if m["kind"] == "Service"}
@@ -107,10 +107,14 @@ def test_references_between_objects_resolve(example: Path) -> None:
         assert scaler["spec"]["scaleTargetRef"]["name"] in deployments
     for monitor in (m for m in manifests if m["kind"] == "ServiceMonitor"):
         selected = [
-            s for s in services.values() if _selects(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])
+            s
+            for s in services.values()
+            if _selects(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])
         ]
         assert len(selected) == 1, monitor["metadata"]["name"]
-        assert {e["port"] for e in monitor["spec"]["endpoints"]} <= {p["name"] for p in selected[0]["spec"]["ports"]}
+        assert {e["port"] for e in monitor["spec"]["endpoints"]} <= {
+            p["name"] for p in selected[0]["spec"]["ports"]
+        }
 
 
 def test_every_object_has_the_common_labels(example: Path) -> None:
@@ -145,7 +149,11 @@ def test_triton_image_probes_and_ports(cpu_manifests: list[Manifest]) -> None:
     startup = triton["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "model loading needs minutes"
     service = find(cpu_manifests, "Service", RELEASE)
-    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"grpc": 8001, "http": 8000, "metrics": 8002}
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {
+        "grpc": 8001,
+        "http": 8000,
+        "metrics": 8002,
+    }
     ports = {p["name"]: p["containerPort"] for p in triton["ports"]}
     argv = triton_argv(cpu_manifests)
     assert flag_value(argv, "--grpc-port") == [str(ports["grpc"])]
@@ -153,7 +161,7 @@ def test_triton_image_probes_and_ports(cpu_manifests: list[Manifest]) -> None:
     assert flag_value(argv, "--metrics-port") == [str(ports["metrics"])]
 
 
-def test_graceful_drain_hook_runs_and_fits_the_grace_period(cpu_values: dict[str, Any], tmp_path: Path) -> None:
+def test_drain_hook_runs_and_fits_the_grace_period(cpu_values: dict[str, Any], tmp_path: Path) -> None:
     """The preStop command is a real argv that runs (SuperSONIC's `sh -c touch ...` never did)."""
     values = with_overrides(cpu_values, {"triton": {"drain": {"preStopSleepSeconds": 1}}})
     deployment = find(render(values), "Deployment", RELEASE)
@@ -199,9 +207,14 @@ def test_memory_pool_flag_per_gpu(cpu_values: dict[str, Any], gpus: int) -> None
 def test_model_repository_from_pvc(cpu_manifests: list[Manifest]) -> None:
     pod = find(cpu_manifests, "Deployment", RELEASE)["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["model-repository"]["persistentVolumeClaim"] == {"claimName": "ufsim-models", "readOnly": True}
+    assert volumes["model-repository"]["persistentVolumeClaim"] == {
+        "claimName": "ufsim-models",
+        "readOnly": True,
+    }
     assert flag_value(triton_argv(cpu_manifests), "--model-repository") == ["/models"]
-    mounts = {m["name"]: m for m in container({"spec": {"template": {"spec": pod}}}, "triton")["volumeMounts"]}
+    mounts = {
+        m["name"]: m for m in container({"spec": {"template": {"spec": pod}}}, "triton")["volumeMounts"]
+    }
     assert mounts["model-repository"]["mountPath"] == "/models" and mounts["model-repository"]["readOnly"]
 
 
@@ -267,7 +280,9 @@ def test_existing_admin_secret_is_used(cpu_values: dict[str, Any]) -> None:
 
 
 def test_grpc_tls(cpu_values: dict[str, Any]) -> None:
-    values = with_overrides(cpu_values, {"triton": {"tls": {"enabled": True, "secretName": "grpc-tls", "mutual": True}}})
+    values = with_overrides(
+        cpu_values, {"triton": {"tls": {"enabled": True, "secretName": "grpc-tls", "mutual": True}}}
+    )
     manifests = render(values)
     argv = triton_argv(manifests)
     assert "--grpc-use-ssl=true" in argv and "--grpc-use-ssl-mutual=true" in argv
