@@ -1,0 +1,736 @@
+"""``make validate``: the validation report ``export/reports/validation.md`` with PNG plots.
+
+Everything is measured on the **shipped ONNX models** (ONNX Runtime, CPU) against the reference:
+
+- tracking (``lamarr-trk-2016MU``, the event-level validation split never trained on): acceptance
+  and track-type efficiencies versus p and η (expected efficiencies, i.e. mean probabilities, so the
+  comparison carries no sampling noise; track types are per particle in acceptance, the ensemble's
+  acceptance x efficiency); resolution and covariance generators with fresh N(0, 1) noise (not the
+  training stream) on the validation conditions: W1/σ per output overall and in (p, η) bins,
+  overlays, a classifier two-sample test on (conditions, outputs);
+- PID, when its artifacts exist: the same metrics against a fresh calibration sample
+  (``ufsim_export.calibration.generate``);
+- conversion fidelity: ONNX vs the original model where the original is committed, else the
+  manifest's numbers from training time.
+
+Targets (the issue): W1/σ <= 0.05 for every variable (overall and per bin), AUC <= 0.55, efficiencies
+within 1 % absolute overall and 3 % in (p, η) bins. Every miss is listed with its number.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from tqdm.auto import tqdm
+
+from .metrics import (
+    MIN_BIN_ROWS,
+    binned_mean,
+    binned_mean_2d,
+    binned_w1_over_sigma,
+    c2st_auc,
+    robust_sigma,
+    w1_over_sigma,
+)
+
+W1_TARGET = 0.05
+AUC_TARGET = 0.55
+EFF_OVERALL_TARGET = 0.01
+EFF_BIN_TARGET = 0.03
+MIN_EFF_BIN_WEIGHT = 500.0
+"""(p, η) efficiency bins with less reference weight (particles, or particles x acceptance) are not scored."""
+LOG10P_EDGES = np.array([-np.inf, 3.5, 4.0, 4.5, np.inf])
+ETA_EDGES = np.array([-np.inf, 2.5, 3.5, 4.5, np.inf])
+CURVE_LOG10P = np.linspace(2.5, 6.0, 15)
+CURVE_ETA = np.linspace(1.0, 6.0, 21)
+EFF_2D_LOG10P = np.array([2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0])
+EFF_2D_ETA = np.array([1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5])
+TRACK_TYPES = ("long", "upstream", "downstream")
+FIGURES = "figures"
+
+
+@dataclass
+class Section:
+    """One part of the report: Markdown lines and the misses found (each a one-line description)."""
+
+    title: str
+    lines: list[str] = field(default_factory=list)
+    misses: list[str] = field(default_factory=list)
+    checks: int = 0
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(path: Path, feeds: dict[str, np.ndarray], batch: int = 16384) -> np.ndarray:
+    """Run a single-output ONNX model on ``feeds`` (FP32) in chunks."""
+    session = _session(path)
+    n = len(next(iter(feeds.values())))
+    parts = [
+        session.run(None, {k: np.ascontiguousarray(v[i : i + batch], np.float32) for k, v in feeds.items()})[
+            0
+        ]
+        for i in range(0, n, batch)
+    ]
+    return np.concatenate(parts).astype(np.float64)
+
+
+def _manifest(models_dir: Path, step: str) -> dict[str, Any]:
+    path = models_dir / f"{step}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _mark(ok: bool) -> str:
+    return "ok" if ok else "**MISS**"
+
+
+def _eta_from_slopes(tx: np.ndarray, ty: np.ndarray) -> np.ndarray:
+    theta = np.arctan(np.hypot(tx, ty))
+    return -np.log(np.tan(np.maximum(theta, 1e-9) / 2))
+
+
+# ------------------------------------------------------------------------------------------- plotting
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_overlays(
+    reference: np.ndarray, model: np.ndarray, names: list[str], path: Path, *, title: str
+) -> None:
+    """Histogram overlays per output (central 99.8 % of the reference, log y), model vs reference."""
+    plt = _plt()
+    n = len(names)
+    cols = 5 if n > 9 else 3
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    for j, name in enumerate(names):
+        ax = axes.flat[j]
+        lo, hi = np.percentile(reference[:, j], [0.1, 99.9])
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        bins = np.linspace(lo, hi, 60)
+        ax.hist(reference[:, j], bins=bins, histtype="stepfilled", alpha=0.35, label="reference", color="C0")
+        ax.hist(model[:, j], bins=bins, histtype="step", label="model (ONNX)", color="C3")
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+
+
+def plot_efficiency_curves(
+    curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    path: Path,
+    *,
+    title: str,
+) -> None:
+    """Efficiency curves: one column per quantity, rows = (vs log10 p, vs η); model vs reference and the
+    difference. ``curves[name] = (centres_p, (ref, model) vs p stacked, centres_eta, ... vs eta)``."""
+    plt = _plt()
+    names = list(curves)
+    fig, axes = plt.subplots(
+        4, len(names), figsize=(3.3 * len(names), 7.5), squeeze=False,
+        gridspec_kw={"height_ratios": [3, 1, 3, 1]},
+    )  # fmt: skip
+    for k, name in enumerate(names):
+        cp, vp, ce, ve = curves[name]
+        for row, (centres, values, label) in enumerate(((cp, vp, "log10(p / MeV)"), (ce, ve, "η"))):
+            ax, axd = axes[2 * row, k], axes[2 * row + 1, k]
+            ax.plot(centres, values[0], "o-", ms=3, label="reference", color="C0")
+            ax.plot(centres, values[1], "s--", ms=3, label="model (ONNX)", color="C3")
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_title(f"{name} vs {label}", fontsize=9)
+            ax.tick_params(labelsize=7)
+            axd.axhline(0, color="k", lw=0.5)
+            axd.plot(centres, values[1] - values[0], "s-", ms=3, color="C3")
+            axd.set_ylabel("model − ref", fontsize=7)
+            axd.set_xlabel(label, fontsize=8)
+            axd.tick_params(labelsize=7)
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+
+
+def plot_binned_w1(values: dict[str, np.ndarray], path: Path, *, title: str) -> None:
+    """Worst-bin map: W1/σ per output and (p, η) bin as a heat map (rows = outputs, columns = bins)."""
+    plt = _plt()
+    names = list(values)
+    grid = np.array([values[n].reshape(-1) for n in names])
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(names) + 1.5))
+    im = ax.imshow(
+        grid, aspect="auto", cmap="viridis", vmin=0, vmax=max(0.1, float(np.nanmax(grid, initial=0)))
+    )
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    n_p, n_e = len(LOG10P_EDGES) - 1, len(ETA_EDGES) - 1
+    labels = [f"p{i} η{j}" for i in range(n_p) for j in range(n_e)]
+    ax.set_xticks(range(len(labels)), labels, fontsize=6, rotation=90)
+    fig.colorbar(im, ax=ax, label="W1/σ (bin)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------- tracking
+def _edges_text() -> str:
+    def fmt(edges: np.ndarray) -> str:
+        return ", ".join(f"{e:g}" for e in edges[1:-1])
+
+    return f"log10(p/MeV) edges {fmt(LOG10P_EDGES)}; η edges {fmt(ETA_EDGES)} (4 x 4 bins, open ends)"
+
+
+def efficiency_section(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick: bool) -> Section:
+    """Acceptance and track-type efficiencies of the ONNX GBDTs vs the library, validation particles."""
+    from ..training.tracking import EFFICIENCY_LABELS, Columns, load_particles
+
+    sec = Section("Acceptance and tracking efficiency (GBDTs)")
+    acc_path, eff_path = models_dir / "acceptance.onnx", models_dir / "tracking_efficiency.onnx"
+    if not (acc_path.exists() and eff_path.exists()):
+        sec.lines.append("acceptance.onnx / tracking_efficiency.onnx missing: not validated.")
+        sec.misses.append("acceptance/efficiency models missing")
+        return sec
+    cols = Columns.from_spec()
+    df, val = load_particles(data_dir, seed=0)
+    idx = np.flatnonzero(val)
+    if quick:
+        idx = idx[:: max(1, len(idx) // 20000)]
+    X = df[list(cols.tracking_features)].to_numpy(np.float32)[idx]
+    acc_ref = df["acceptance"].to_numpy(np.float64)[idx]
+    eff_ref = df[list(EFFICIENCY_LABELS)].to_numpy(np.float64)[idx]
+    eff_ref /= eff_ref.sum(axis=1, keepdims=True)
+    acc_model = run_onnx(acc_path, {"features": X})[:, 1]
+    eff_model = run_onnx(eff_path, {"features": X})
+    log10p, eta = X[:, 3].astype(np.float64), X[:, 6].astype(np.float64)
+
+    # quantity -> (reference values, model values, reference weights, model weights)
+    quantities: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {
+        "acceptance": (acc_ref, acc_model, np.ones_like(acc_ref), np.ones_like(acc_ref)),
+        "reconstructed (in acc.)": (1 - eff_ref[:, 0], 1 - eff_model[:, 0], acc_ref, acc_model),
+    }
+    for k, name in enumerate(TRACK_TYPES, start=1):
+        quantities[f"{name} (in acc.)"] = (eff_ref[:, k], eff_model[:, k], acc_ref, acc_model)
+    sec.lines += [
+        f"{len(idx):,} validation particles (whole events never trained on). Efficiencies are **expected** "
+        "efficiencies (mean probabilities), so model and reference carry no sampling noise. Track types are "
+        "per particle in acceptance, the way the ensemble samples them (acceptance first, then the class): "
+        "ε_type = Σ P_acc P_type / Σ P_acc, each side with its own acceptance. 2-D check bins: log10 p "
+        f"{EFF_2D_LOG10P.tolist()} x η {EFF_2D_ETA.tolist()}, scored where the reference weight is ≥ "
+        f"{MIN_EFF_BIN_WEIGHT:g}.",
+        "",
+        "| quantity | reference | model | Δ overall | target | worst (p, η) bin Δ | bins scored | target |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    curves = {}
+    for name, (ref, mod, w_ref, w_mod) in quantities.items():
+        overall_ref = float(np.average(ref, weights=w_ref))
+        overall_mod = float(np.average(mod, weights=w_mod))
+        delta = overall_mod - overall_ref
+        m_ref, s_ref = binned_mean_2d(log10p, eta, ref, EFF_2D_LOG10P, EFF_2D_ETA, w_ref)
+        m_mod, _ = binned_mean_2d(log10p, eta, mod, EFF_2D_LOG10P, EFF_2D_ETA, w_mod)
+        inside = _inside(log10p, eta)
+        m_ref_in, s_ref_in = binned_mean_2d(
+            log10p[inside], eta[inside], ref[inside], EFF_2D_LOG10P, EFF_2D_ETA, w_ref[inside]
+        )
+        m_mod_in, _ = binned_mean_2d(
+            log10p[inside], eta[inside], mod[inside], EFF_2D_LOG10P, EFF_2D_ETA, w_mod[inside]
+        )
+        del m_ref, s_ref, m_mod
+        scored = s_ref_in >= MIN_EFF_BIN_WEIGHT
+        diffs = np.abs(m_mod_in - m_ref_in)[scored]
+        worst = float(diffs.max()) if diffs.size else float("nan")
+        ok_overall = abs(delta) <= EFF_OVERALL_TARGET
+        ok_bins = bool(diffs.size) and worst <= EFF_BIN_TARGET
+        sec.checks += 2
+        if not ok_overall:
+            sec.misses.append(f"efficiency {name}: overall Δ = {delta:+.4f} (target ±{EFF_OVERALL_TARGET})")
+        if not ok_bins:
+            n_bad = int((diffs > EFF_BIN_TARGET).sum())
+            sec.misses.append(
+                f"efficiency {name}: worst (p, η) bin |Δ| = {worst:.4f} (target {EFF_BIN_TARGET}; "
+                f"{n_bad} of {diffs.size} bins above)"
+            )
+        sec.lines.append(
+            f"| {name} | {overall_ref:.4f} | {overall_mod:.4f} | {delta:+.4f} | {_mark(ok_overall)} | "
+            f"{_fmt(worst)} | {int(scored.sum())} | {_mark(ok_bins)} |"
+        )
+        cp, vp = _curve(log10p, ref, mod, w_ref, w_mod, CURVE_LOG10P)
+        ce, ve = _curve(eta, ref, mod, w_ref, w_mod, CURVE_ETA)
+        curves[name] = (cp, vp, ce, ve)
+    path = fig_dir / "efficiency_curves.png"
+    plot_efficiency_curves(curves, path, title="Lamarr 2016 MU: ONNX GBDTs vs library (validation split)")
+    sec.lines += ["", f"![efficiency curves]({FIGURES}/{path.name})", ""]
+    return sec
+
+
+def _inside(log10p: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    return (
+        (log10p >= EFF_2D_LOG10P[0]) & (log10p < EFF_2D_LOG10P[-1])
+        & (eta >= EFF_2D_ETA[0]) & (eta < EFF_2D_ETA[-1])
+    )  # fmt: skip
+
+
+def _curve(
+    x: np.ndarray, ref: np.ndarray, mod: np.ndarray, w_ref: np.ndarray, w_mod: np.ndarray, edges: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    inside = (x >= edges[0]) & (x < edges[-1])
+    r, _ = binned_mean(x[inside], ref[inside], edges, w_ref[inside])
+    m, _ = binned_mean(x[inside], mod[inside], edges, w_mod[inside])
+    return 0.5 * (edges[1:] + edges[:-1]), np.stack([r, m])
+
+
+def generator_section(
+    title: str,
+    step: str,
+    conditions: np.ndarray,
+    reference: np.ndarray,
+    cond_names: list[str],
+    out_names: list[str],
+    log10p: np.ndarray,
+    eta: np.ndarray,
+    models_dir: Path,
+    fig_dir: Path,
+    *,
+    quick: bool,
+    seed: int = 2024,
+    noise_dim: int | None = None,
+    weights_note: str = "",
+) -> Section:
+    """W1/σ (overall, per (p, η) bin), overlays and C2ST of one ONNX generator against its reference."""
+    sec = Section(title)
+    path = models_dir / f"{step}.onnx"
+    if not path.exists():
+        sec.lines.append(f"{step}.onnx missing: not validated.")
+        sec.misses.append(f"{step}: model missing")
+        return sec
+    manifest = _manifest(models_dir, step)
+    noise_dim = int(noise_dim or manifest.get("noise_dim") or _session(path).get_inputs()[1].shape[1])
+    noise = np.random.default_rng(seed).standard_normal((len(conditions), noise_dim))
+    model = run_onnx(path, {"conditions": conditions, "noise": noise})
+    rng = np.random.default_rng(seed + 1)
+    half = rng.permutation(len(reference))
+    a, b = half[: len(half) // 2], half[len(half) // 2 :]
+    sec.lines += [
+        f"{len(conditions):,} held-out rows; model = `{step}.onnx` with fresh N(0, 1) noise (numpy "
+        f"default_rng({seed}), not the training stream). {weights_note}"
+        "Per-bin W1/σ divides by the bin's own reference σ; bins need ≥ "
+        f"{MIN_BIN_ROWS} rows ({_edges_text()}). 'floor' = W1/σ between two random halves of the "
+        "reference: what sample size alone gives (a perfect model scores about 0.7 x this). "
+        "'W1/σ_robust' divides by IQR/1.349 instead (heavy tails inflate σ).",
+        "",
+        "| output | W1/σ | floor | target | worst bin W1/σ | floor (worst bin) | target | W1/σ_robust |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    binned = {}
+    for j, name in enumerate(out_names):
+        w = w1_over_sigma(reference[:, j], model[:, j])
+        floor = w1_over_sigma(reference[a, j], reference[b, j], sigma=np.std(reference[:, j]))
+        wb = binned_w1_over_sigma(reference[:, j], model[:, j], log10p, eta, LOG10P_EDGES, ETA_EDGES)
+        sigma_r = robust_sigma(reference[:, j])
+        w_rob = w1_over_sigma(reference[:, j], model[:, j], sigma=sigma_r) if sigma_r > 0 else float("nan")
+        worst_at = np.nanargmax(wb.values) if np.isfinite(wb.values).any() else None
+        floor_worst = (
+            _bin_floor(reference[:, j], log10p, eta, worst_at, rng) if worst_at is not None else float("nan")
+        )
+        binned[name] = wb.values
+        ok, ok_bins = w <= W1_TARGET, bool(np.isfinite(wb.worst)) and wb.worst <= W1_TARGET
+        sec.checks += 2
+        if not ok:
+            sec.misses.append(f"{step} {name}: W1/σ = {w:.4f} (target {W1_TARGET})")
+        if not ok_bins:
+            n_bad = int((wb.values > W1_TARGET).sum())
+            sec.misses.append(
+                f"{step} {name}: worst (p, η) bin W1/σ = {wb.worst:.4f} (target {W1_TARGET}; "
+                f"{n_bad} of {int(np.isfinite(wb.values).sum())} bins above)"
+            )
+        sec.lines.append(
+            f"| {name} | {w:.4f} | {floor:.4f} | {_mark(ok)} | {_fmt(wb.worst)} | {_fmt(floor_worst)} | "
+            f"{_mark(ok_bins)} | {_fmt(w_rob)} |"
+        )
+    n_auc = min(len(conditions), 6_000 if quick else 60_000)
+    sel = rng.permutation(len(conditions))[:n_auc]
+    auc = c2st_auc(
+        np.hstack([conditions[sel], reference[sel]]),
+        np.hstack([conditions[sel], model[sel]]),
+        seed=seed,
+        max_iter=30 if quick else 200,
+    )
+    # the floor of the test: the same classifier on two halves of the reference (conditions differ)
+    sec.checks += 1
+    ok_auc = auc <= AUC_TARGET
+    if not ok_auc:
+        sec.misses.append(f"{step}: classifier two-sample AUC = {auc:.4f} (target {AUC_TARGET})")
+    sec.lines += [
+        "",
+        f"**Classifier two-sample test** (HistGradientBoostingClassifier, {n_auc:,} reference + {n_auc:,} "
+        f"model rows of [{len(cond_names)} conditions, {len(out_names)} outputs], half held out): "
+        f"**AUC = {auc:.4f}** (target ≤ {AUC_TARGET}: {_mark(ok_auc)}).",
+        "",
+    ]
+    sec.lines.append(f"<!-- {step} c2st auc {auc:.6f} -->")
+    overlay = fig_dir / f"{step}_overlay.png"
+    plot_overlays(reference, model, out_names, overlay, title=f"{step}: ONNX model vs reference")
+    heat = fig_dir / f"{step}_binned_w1.png"
+    plot_binned_w1(binned, heat, title=f"{step}: W1/σ per (p, η) bin (target {W1_TARGET})")
+    sec.lines += [
+        f"![{step} overlays]({FIGURES}/{overlay.name})",
+        "",
+        f"![{step} binned W1]({FIGURES}/{heat.name})",
+        "",
+    ]
+    return sec
+
+
+def _bin_floor(
+    reference: np.ndarray, log10p: np.ndarray, eta: np.ndarray, flat_bin: int, rng: np.random.Generator
+) -> float:
+    """W1/σ between two random halves of the reference rows of one (p, η) bin (its sampling floor)."""
+    n_e = len(ETA_EDGES) - 1
+    i, j = divmod(int(flat_bin), n_e)
+    sel = np.flatnonzero(
+        (np.digitize(log10p, LOG10P_EDGES[1:-1]) == i) & (np.digitize(eta, ETA_EDGES[1:-1]) == j)
+    )
+    if len(sel) < 2:
+        return float("nan")
+    perm = rng.permutation(sel)
+    half = len(perm) // 2
+    return w1_over_sigma(reference[perm[:half]], reference[perm[half:]], sigma=np.std(reference[sel]))
+
+
+def tracking_generator_sections(
+    data_dir: Path, models_dir: Path, fig_dir: Path, *, quick: bool
+) -> list[Section]:
+    """Resolution and covariance generators on the validation tracks."""
+    from ..training.tracking import Columns, load_tracks
+
+    cols = Columns.from_spec()
+    df, val = load_tracks(data_dir, seed=0)
+    idx = np.flatnonzero(val)
+    if quick:
+        idx = idx[:: max(1, len(idx) // 6000)]
+    log10p = df["mc_log10_p"].to_numpy(np.float64)[idx]
+    eta = _eta_from_slopes(df["mc_tx"].to_numpy(np.float64)[idx], df["mc_ty"].to_numpy(np.float64)[idx])
+    sections = []
+    for title, step, cond, out in (
+        ("Tracking resolution (generator)", "tracking_resolution", cols.resolution_conditions,
+         cols.resolution_outputs),
+        ("Tracking covariance (generator, conditioned on the library's track quality)", "tracking_covariance",
+         cols.covariance_conditions, cols.covariance_outputs),
+    ):  # fmt: skip
+        sections.append(
+            generator_section(
+                title,
+                step,
+                df[list(cond)].to_numpy(np.float64)[idx],
+                df[list(out)].to_numpy(np.float64)[idx],
+                list(cond),
+                list(out),
+                log10p,
+                eta,
+                models_dir,
+                fig_dir,
+                quick=quick,
+            )  # fmt: skip
+        )
+    return sections
+
+
+# ------------------------------------------------------------------------------------------- PID
+PID_STEPS = ("is_muon", "rich", "muon", "global_pid")
+
+
+def pid_sections(models_dir: Path, fig_dir: Path, *, quick: bool) -> list[Section]:
+    """PID models against a fresh calibration sample, when their artifacts and generator exist."""
+    present = [s for s in PID_STEPS if (models_dir / f"{s}.onnx").exists()]
+    if not present:
+        return [Section("PID", ["No PID artifacts in the models folder: not validated here."])]
+    try:
+        from .. import calibration
+        from ..training import pid
+    except ImportError as exc:
+        return [
+            Section("PID", [f"PID artifacts present but the calibration generator is unavailable: {exc}"])
+        ]
+    n = 30_000 if quick else 200_000
+    frame = calibration.generate(n, seed=987_654)
+    features = frame[list(calibration.PID_FEATURES)].to_numpy(np.float64)
+    log10p, eta = features[:, 0], features[:, 1]
+    sections: list[Section] = []
+    if "is_muon" in present:
+        sections.append(_is_muon_section(models_dir, fig_dir, frame, features, calibration))
+    note = f"Reference: `calibration.generate({n}, seed=987654)` (a sample no model was trained on). "
+    if "rich" in present:
+        sections.append(
+            generator_section(
+                "RICH (generator)",
+                "rich",
+                features,
+                frame[list(calibration.RICH_COLUMNS)].to_numpy(np.float64),
+                list(calibration.PID_FEATURES),
+                list(calibration.RICH_COLUMNS),
+                log10p,
+                eta,
+                models_dir,
+                fig_dir,
+                quick=quick,
+                weights_note=note,
+            )  # fmt: skip
+        )
+    if "muon" in present:
+        mu = frame["isMuon"].to_numpy() == 1
+        sections.append(
+            generator_section(
+                "Muon system (generator, isMuon tracks)",
+                "muon",
+                features[mu],
+                frame.loc[mu, list(calibration.MUON_COLUMNS)].to_numpy(np.float64),
+                list(calibration.PID_FEATURES),
+                list(calibration.MUON_COLUMNS),
+                log10p[mu],
+                eta[mu],
+                models_dir,
+                fig_dir,
+                quick=quick,
+                weights_note=note + "isMuon == 1 rows only. ",
+            )  # fmt: skip
+        )
+    if "global_pid" in present:
+        sections.append(
+            generator_section(
+                "Global PID (generator, conditioned on the reference RICH/Muon/isMuon)",
+                "global_pid",
+                pid.global_conditions(frame),
+                frame[list(calibration.GLOBAL_COLUMNS)].to_numpy(np.float64),
+                list(pid.GLOBAL_INPUTS),
+                list(calibration.GLOBAL_COLUMNS),
+                log10p,
+                eta,
+                models_dir,
+                fig_dir,
+                quick=quick,
+                weights_note=note,
+            )  # fmt: skip
+        )
+    return sections
+
+
+def _is_muon_section(
+    models_dir: Path, fig_dir: Path, frame: Any, features: np.ndarray, calibration: Any
+) -> Section:
+    sec = Section("isMuon (GBDT)")
+    prob = run_onnx(models_dir / "is_muon.onnx", {"features": features})[:, 1]
+    truth = frame["isMuon"].to_numpy(np.float64)
+    species = frame["species"].to_numpy()
+    log10p, eta = features[:, 0], features[:, 1]
+    sec.lines += [
+        f"{len(frame):,} fresh calibration tracks. Reference = the sampled isMuon decisions (so it carries "
+        "binomial noise, shown as the floor); model = mean ONNX P(isMuon). 2-D bins: log10 p "
+        f"{EFF_2D_LOG10P.tolist()} x η {EFF_2D_ETA.tolist()}, scored with ≥ {MIN_EFF_BIN_WEIGHT:g} tracks.",
+        "",
+        "| species | reference | model | Δ overall | target | worst bin Δ | its binomial σ | target |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    curves = {}
+    for s in calibration.SPECIES:
+        sel = species == s
+        ref, mod = truth[sel], prob[sel]
+        delta = float(mod.mean() - ref.mean())
+        m_ref, cnt = binned_mean_2d(log10p[sel], eta[sel], ref, EFF_2D_LOG10P, EFF_2D_ETA)
+        m_mod, _ = binned_mean_2d(log10p[sel], eta[sel], mod, EFF_2D_LOG10P, EFF_2D_ETA)
+        scored = cnt >= MIN_EFF_BIN_WEIGHT
+        diffs = np.where(scored, np.abs(m_mod - m_ref), np.nan)
+        worst = float(np.nanmax(diffs)) if scored.any() else float("nan")
+        at = np.nanargmax(diffs) if scored.any() else None
+        sig = (
+            float(np.sqrt(max(m_ref.flat[at] * (1 - m_ref.flat[at]), 1e-12) / cnt.flat[at]))
+            if at is not None
+            else 0
+        )
+        ok, ok_bins = abs(delta) <= EFF_OVERALL_TARGET, bool(scored.any()) and worst <= EFF_BIN_TARGET
+        sec.checks += 2
+        if not ok:
+            sec.misses.append(f"isMuon {s}: overall Δ = {delta:+.4f} (target ±{EFF_OVERALL_TARGET})")
+        if not ok_bins:
+            sec.misses.append(f"isMuon {s}: worst (p, η) bin |Δ| = {worst:.4f} (target {EFF_BIN_TARGET})")
+        sec.lines.append(
+            f"| {s} | {ref.mean():.4f} | {mod.mean():.4f} | {delta:+.4f} | {_mark(ok)} | {_fmt(worst)} | "
+            f"{sig:.4f} | {_mark(ok_bins)} |"
+        )
+        ones = np.ones_like(ref)
+        cp, vp = _curve(log10p[sel], ref, mod, ones, ones, CURVE_LOG10P)
+        ce, ve = _curve(eta[sel], ref, mod, ones, ones, CURVE_ETA)
+        curves[f"isMuon {s}"] = (cp, vp, ce, ve)
+    path = fig_dir / "is_muon_curves.png"
+    plot_efficiency_curves(curves, path, title="isMuon: ONNX GBDT vs calibration sample")
+    sec.lines += ["", f"![isMuon curves]({FIGURES}/{path.name})", ""]
+    return sec
+
+
+# ------------------------------------------------------------------------------------------- fidelity
+def fidelity_section(data_dir: Path, models_dir: Path, *, quick: bool) -> Section:
+    """ONNX vs original: recomputed where the original is committed, else from the manifest."""
+    from ..training.common import load_generator
+    from ..training.tracking import Columns, load_particles, load_tracks
+    from ..verify import verify_classifier, verify_generator
+
+    sec = Section("Conversion fidelity (ONNX vs original)")
+    sec.lines += [
+        "| model | original | metric | max error (batch sizes) | source |",
+        "|---|---|---|---|---|",
+    ]
+    cols = Columns.from_spec()
+    n = 10_000 if quick else 50_000
+    for step in (
+        "acceptance",
+        "tracking_efficiency",
+        "tracking_resolution",
+        "tracking_covariance",
+        *PID_STEPS,
+    ):
+        manifest = _manifest(models_dir, step)
+        if not manifest:
+            continue
+        onnx_path = models_dir / f"{step}.onnx"
+        original = manifest.get("original")
+        source = "manifest (training time)"
+        fid = manifest.get("conversion_fidelity", {})
+        metric, errors = fid.get("metric", "?"), fid.get("max_error", {})
+        try:
+            import onnx
+
+            model_proto = onnx.load(onnx_path)
+            if (
+                original
+                and (models_dir / original).exists()
+                and step in ("acceptance", "tracking_efficiency")
+            ):
+                df, val = load_particles(data_dir, seed=0)
+                X = df[list(cols.tracking_features)].to_numpy(np.float32)[np.flatnonzero(val)[:n]]
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="X does not have valid feature names")
+                    model = pickle.loads((models_dir / original).read_bytes())
+                    rep = verify_classifier(model, model_proto, X, name=step, batch_sizes=(1, 1000))
+                metric, errors, source = rep.kind, rep.max_error, f"recomputed, {len(X):,} validation rows"
+            elif original and (models_dir / original).exists() and step.startswith("tracking_"):
+                df, val = load_tracks(data_dir, seed=0)
+                cond = (
+                    cols.resolution_conditions
+                    if step == "tracking_resolution"
+                    else cols.covariance_conditions
+                )
+                rows = np.flatnonzero(val)[:n]
+                C = df[list(cond)].to_numpy(np.float32)[np.resize(rows, max(len(rows), 10_000))]
+                module = load_generator(models_dir / original)
+                Z = np.random.default_rng(5).standard_normal((len(C), module.noise_dim)).astype(np.float32)
+                rep = verify_generator(module, model_proto, C, Z, name=step, batch_sizes=(1, 1000))
+                metric, errors, source = rep.kind, rep.max_error, f"recomputed, {len(C):,} validation rows"
+        except Exception as exc:
+            sec.misses.append(f"{step}: conversion fidelity check failed: {exc}".splitlines()[0])
+            source = f"recomputation FAILED: {type(exc).__name__}"
+        err_text = ", ".join(f"{b}: {float(e):.1e}" for b, e in errors.items()) or "n/a"
+        metric = str(metric).replace("|", "\\|")
+        sec.lines.append(f"| {step} | {original or '(not committed)'} | {metric} | {err_text} | {source} |")
+        sec.checks += 1
+    return sec
+
+
+# ------------------------------------------------------------------------------------------- report
+def training_table(models_dir: Path) -> list[str]:
+    """Provenance per model from the manifests."""
+    lines = [
+        "| model | kind | inputs | seed | training s | data sha256 | git commit |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    total = 0.0
+    for step in (
+        "acceptance",
+        "tracking_efficiency",
+        "tracking_resolution",
+        "tracking_covariance",
+        *PID_STEPS,
+    ):
+        m = _manifest(models_dir, step)
+        if not m:
+            continue
+        inputs = m.get("inputs", [])
+        inputs = inputs.get("columns", []) if isinstance(inputs, dict) else inputs
+        seconds = m.get("training_seconds", m.get("training_time_s", m.get("seconds")))
+        if isinstance(seconds, int | float):
+            total += float(seconds)
+        sha = str(m.get("data_sha256") or m.get("data", {}).get("data_sha256", ""))[:12]
+        lines.append(
+            f"| {step} | {m.get('kind', '?')} | {len(inputs)} | {m.get('seed', '?')} | {seconds} | {sha} | "
+            f"{str(m.get('git_commit', '?'))[:12]} |"
+        )
+    lines.append(f"\nSum of the per-model training times in the manifests: {total:.0f} s.")
+    return lines
+
+
+def write_report(data_dir: Path, models_dir: Path, out_dir: Path, *, quick: bool = False) -> Path:
+    """Validate every model in ``models_dir`` and write ``out_dir/validation.md`` plus PNG figures."""
+    data_dir, models_dir, out_dir = Path(data_dir), Path(models_dir), Path(out_dir)
+    fig_dir = out_dir / FIGURES
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    jobs = [
+        lambda: [efficiency_section(data_dir, models_dir, fig_dir, quick=quick)],
+        lambda: tracking_generator_sections(data_dir, models_dir, fig_dir, quick=quick),
+        lambda: pid_sections(models_dir, fig_dir, quick=quick),
+        lambda: [fidelity_section(data_dir, models_dir, quick=quick)],
+    ]
+    sections: list[Section] = []
+    for job in tqdm(jobs, desc="validation", unit="part"):
+        sections += job()
+    misses = [m for s in sections for m in s.misses]
+    checks = sum(s.checks for s in sections)
+    from ..training.common import git_commit
+
+    lines = [
+        "# ufsim reference models: validation report",
+        "",
+        "Written by `make validate` (`ufsim-export validate`, `ufsim_export.validation.report.write_report`)"
+        + (" in **quick mode** (subsamples; not the committed numbers)." if quick else "."),
+        f"Models: `{models_dir}`; tracking reference: `{data_dir.name}` (Lamarr 2016 MagUp library labels). "
+        f"Code at git {git_commit()}; report took {time.perf_counter() - start:.0f} s.",
+        "",
+        f"Targets: W1/σ ≤ {W1_TARGET} per variable (overall and in every (p, η) bin), classifier two-sample "
+        f"AUC ≤ {AUC_TARGET}, efficiencies within {EFF_OVERALL_TARGET:.0%} absolute overall and "
+        f"{EFF_BIN_TARGET:.0%} in (p, η) bins.",
+        "",
+        f"## Summary: {checks - len(misses)} of {checks} checks pass, {len(misses)} miss",
+        "",
+    ]
+    lines += [f"- MISS: {m}" for m in misses] or ["- every check passes"]
+    lines += ["", "## Training provenance", "", *training_table(models_dir), ""]
+    for s in sections:
+        lines += [f"## {s.title}", "", *s.lines, ""]
+    path = out_dir / "validation.md"
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    return path

@@ -1,0 +1,172 @@
+"""Tracking training in quick mode: end to end on a subsample, artifacts that pass verification, the
+contract's columns, manifests with provenance; and the helpers it rests on (soft labels, noise, split,
+quantile layers)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from ufsim_export.spec import PipelineSpec
+from ufsim_export.training import tracking
+from ufsim_export.training.common import (
+    MonotonePiecewiseLinear,
+    QuantileResidualGenerator,
+    event_split,
+    load_generator,
+    quantile_knots,
+    sha256_files,
+)
+from ufsim_export.verify import verify_generator
+
+STEPS = ("acceptance", "tracking_efficiency", "tracking_resolution", "tracking_covariance")
+
+
+@pytest.fixture(scope="module")
+def quick_models(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tracking_models")
+    written = tracking.train(shared_data / "lamarr-trk-2016MU", out, seed=0, quick=True)
+    assert [p.name for p in written] == [f"{s}.onnx" for s in STEPS]
+    return out
+
+
+def test_artifacts_follow_the_contract(quick_models: Path, spec: PipelineSpec) -> None:
+    cols = tracking.Columns.from_spec(spec)
+    expected = {
+        "acceptance": ({"features": 12}, {"probabilities": 2}),
+        "tracking_efficiency": ({"features": 12}, {"probabilities": 4}),
+        "tracking_resolution": ({"conditions": 12, "noise": 128}, {"output": 9}),
+        "tracking_covariance": ({"conditions": 15, "noise": 128}, {"output": 15}),
+    }
+    for step, (inputs, outputs) in expected.items():
+        session = ort.InferenceSession(str(quick_models / f"{step}.onnx"), providers=["CPUExecutionProvider"])
+        assert {i.name: i.shape[1] for i in session.get_inputs()} == inputs, step
+        assert {o.name: o.shape[1] for o in session.get_outputs()} == outputs, step
+        assert all(i.type == "tensor(float)" for i in session.get_inputs())
+        manifest = json.loads((quick_models / f"{step}.json").read_text())
+        assert manifest["step"] == step
+        assert len(manifest["data_sha256"]) == 64 and manifest["seed"] == 0
+        assert manifest["git_commit"] and manifest["libraries"]["torch"]
+        assert manifest["training_seconds"] > 0
+        assert max(manifest["conversion_fidelity"]["max_error"].values()) < 1e-5
+        assert "validation" in manifest
+    assert json.loads((quick_models / "acceptance.json").read_text())["classes"] == ["out", "in"]
+    assert json.loads((quick_models / "tracking_efficiency.json").read_text())["classes"] == list(
+        cols.efficiency_classes
+    )
+    assert json.loads((quick_models / "tracking_covariance.json").read_text())["inputs"] == list(
+        cols.covariance_conditions
+    )
+    assert cols.covariance_conditions[-3:] == ("chi2PerDoF", "nDoF_f", "ghostProb")
+    assert cols.tracking_features[:3] == ("mc_x", "mc_y", "mc_z")
+
+
+def test_probabilities_are_normalised(quick_models: Path, shared_data: Path) -> None:
+    df, _ = tracking.load_particles(shared_data / "lamarr-trk-2016MU")
+    X = df[list(tracking.Columns.from_spec().tracking_features)].to_numpy(np.float32)[:2000]
+    for step in ("acceptance", "tracking_efficiency"):
+        session = ort.InferenceSession(str(quick_models / f"{step}.onnx"), providers=["CPUExecutionProvider"])
+        p = session.run(None, {"features": X})[0]
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+        assert (p >= 0).all()
+
+
+def test_saved_generator_reloads_and_matches_its_onnx(quick_models: Path) -> None:
+    module = load_generator(quick_models / "tracking_resolution.pt")
+    rng = np.random.default_rng(1)
+    df, _ = tracking.load_tracks(Path(__file__).resolve().parents[2].parent / "shared/data/lamarr-trk-2016MU")
+    cond = df[list(tracking.Columns.from_spec().resolution_conditions)].to_numpy(np.float32)[:10_000]
+    noise = rng.standard_normal((len(cond), 128)).astype(np.float32)
+    report = verify_generator(module, onnx.load(quick_models / "tracking_resolution.onnx"), cond, noise)
+    assert report.worst < 1e-5
+
+
+def test_soft_label_rows_give_the_cross_entropy() -> None:
+    X = np.arange(6, dtype=np.float32).reshape(3, 2)
+    p = np.array([[0.2, 0.8], [1.0, 0.0], [0.5, 0.5]])
+    Xr, yr, wr = tracking.soft_label_rows(X, p, np.array([1.0, 2.0, 1.0]))
+    # the zero-probability row is dropped, the rest carry p x row weight
+    assert len(Xr) == 5
+    np.testing.assert_allclose(wr, [0.2, 0.8, 2.0, 0.5, 0.5])
+    np.testing.assert_array_equal(yr, [0, 1, 0, 0, 1])
+    q = np.array([0.3, 0.7])
+    ce_rows = -(wr * np.log(q[yr])).sum()
+    ce_soft = -(np.array([1.0, 2.0, 1.0])[:, None] * p * np.log(q)).sum()
+    assert ce_rows == pytest.approx(ce_soft)
+
+
+def test_library_noise_is_the_documented_stream(shared_data: Path) -> None:
+    data = shared_data / "lamarr-trk-2016MU"
+    noise = tracking.noise_module(data)
+    rows = np.array([5, 0, 17, 3])
+    got = tracking.library_noise(data, "RESOLUTION_KEY", rows)
+    for k, r in enumerate(rows):
+        np.testing.assert_array_equal(got[k], noise.noise(noise.RESOLUTION_KEY, int(r), int(r) + 1)[0])
+    other = tracking.library_noise(data, "COVARIANCE_KEY", rows)
+    assert not np.allclose(got, other)
+
+
+def test_event_split_keeps_events_whole_and_is_seeded() -> None:
+    source = np.array(["a"] * 1000 + ["b"] * 1000 + ["gun"] * 2000)
+    event = np.concatenate(
+        [np.repeat(np.arange(100), 10), np.repeat(np.arange(100), 10), -np.ones(2000, int)]
+    )
+    mask = event_split(source, event, val_fraction=0.2, seed=0)
+    for s in ("a", "b"):
+        for e in range(100):
+            sel = (source == s) & (event == e)
+            assert mask[sel].all() or not mask[sel].any()
+    assert 0.1 < mask.mean() < 0.3
+    assert 0.15 < mask[source == "gun"].mean() < 0.25
+    assert not np.array_equal(mask, event_split(source, event, val_fraction=0.2, seed=1))
+    np.testing.assert_array_equal(mask, event_split(source, event, val_fraction=0.2, seed=0))
+
+
+def test_quantile_layers_are_exact_inverses_in_float32() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.standard_cauchy(20_000) * 100).astype(np.float32)
+    x, u = quantile_knots(y)
+    inverse = MonotonePiecewiseLinear([u], [x])
+    forward = MonotonePiecewiseLinear([x], [u])
+    uu = forward(torch.as_tensor(y[:, None])).numpy()
+    back = inverse(torch.as_tensor(uu)).numpy()[:, 0]
+    inside = (y > x[0]) & (y < x[-1])
+    rel = np.abs(back - y)[inside] / np.maximum(np.abs(y[inside]), 1e-3)
+    assert np.median(rel) < 1e-5 and rel.max() < 1e-2
+    assert abs(float(np.std(uu[inside])) - 1.0) < 0.05
+    # flat outside the knots, untouched columns pass through
+    both = MonotonePiecewiseLinear([x, None], [u, None])
+    out = both(torch.tensor([[1e9, 3.5], [-1e9, -2.0]])).numpy()
+    np.testing.assert_allclose(out[:, 0], [u[-1], u[0]], rtol=1e-6)
+    np.testing.assert_array_equal(out[:, 1], [3.5, -2.0])
+
+
+def test_quantile_generator_round_trips_through_state_dict(tmp_path: Path) -> None:
+    from ufsim_export.training.common import _torch_bytes
+
+    rng = np.random.default_rng(0)
+    cond = np.c_[rng.normal(size=(3000, 2)), rng.integers(0, 2, (3000, 1))].astype(np.float32)
+    out = np.c_[rng.exponential(size=3000), rng.normal(size=3000)].astype(np.float32)
+    module = QuantileResidualGenerator(3, 8, 2, width=16, n_residual=2, continuous=[0, 1])
+    module.fit_transforms(cond, out)
+    (tmp_path / "g.pt").write_bytes(_torch_bytes(module))
+    again = load_generator(tmp_path / "g.pt")
+    z = torch.randn(50, 8)
+    c = torch.as_tensor(cond[:50])
+    torch.testing.assert_close(again(c, z), module(c, z))
+
+
+def test_sha256_files_depends_on_content(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"one")
+    b.write_bytes(b"two")
+    first = sha256_files([a, b])
+    assert first == sha256_files([b, a])
+    b.write_bytes(b"three")
+    assert sha256_files([a, b]) != first
