@@ -308,7 +308,7 @@ def test_hpa_engine(gateway_values: dict[str, Any]) -> None:
     assert metric["external"]["target"] == {"type": "Value", "value": "2000"}
     rule = find(manifests, "PrometheusRule")["spec"]["groups"][0]["rules"][0]
     assert rule["record"] == metric["external"]["metric"]["name"]
-    assert rule["labels"] == metric["external"]["metric"]["selector"]["matchLabels"]
+    assert rule["labels"] == {"namespace": "sim", **metric["external"]["metric"]["selector"]["matchLabels"]}
 
 
 def test_dashboard_is_valid_json_with_the_scaling_query(gateway_manifests: list[Manifest]) -> None:
