@@ -62,6 +62,7 @@ from tqdm.auto import tqdm
 from .. import calibration
 from ..calibration import GLOBAL_COLUMNS, MUON_COLUMNS, PID_FEATURES, RICH_COLUMNS, SPECIES
 from .common import (
+    MonotonePiecewiseLinear,
     QuantileResidualGenerator,
     git_commit,
     library_versions,
@@ -79,12 +80,48 @@ MUON_SLICE = slice(len(PID_FEATURES) + len(RICH_COLUMNS), len(PID_FEATURES) + le
 P_BINS_GEV = (2.0, 3.0, 4.0, 6.0, 10.0, 20.0, 40.0, 80.0, 200.0)
 GBDT_MAX_DEPTH = 6
 PROBNN_START = GLOBAL_COLUMNS.index("ProbNNe")
+PROBNN_FLOOR = 1e-4
+"""ProbNN below this is learnt as this (logits bounded by ±ln(1e4)): the softmax multiplies float32
+rounding in the logits by their size, and larger logits break the 1e-5 ONNX-vs-PyTorch budget."""
 GENERATOR_THREADS = 1
 """torch threads for the generator fits: on the shared 2-core machine two threads per process
 oversubscribe the cores (measured 2.7x slower per step under load than one thread); small
 residual networks gain nothing from intra-op parallelism."""
 VERIFY_ROWS = 10_000
 """Conversion is verified on at least this many held-out condition rows (repeated in quick mode)."""
+
+
+class PartialQuantileGenerator(QuantileResidualGenerator):
+    """:class:`QuantileResidualGenerator` whose ``passthrough`` outputs skip the quantile transform.
+
+    The global PID's centred ProbNN logits reach ±16; an inverse quantile map (a float32 sum over
+    ~200 segments) on them leaves ~1e-5 of rounding that the softmax passes on, more than the 1e-5
+    conversion-fidelity budget between PyTorch and ONNX Runtime. Those columns are only
+    standardised (the core's ``out_mean``/``out_scale``), which is exact to float32 rounding.
+    """
+
+    def __init__(self, *args: Any, passthrough: Sequence[int] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.passthrough = tuple(int(j) for j in passthrough)
+
+    def fit_transforms(self, conditions: np.ndarray, outputs: np.ndarray) -> None:
+        """Fit the transforms, then replace the passthrough columns' output maps by the identity."""
+        super().fit_transforms(conditions, outputs)
+        if not self.passthrough:
+            return
+        inverse_x: list[np.ndarray | None] = []
+        inverse_y: list[np.ndarray | None] = []
+        for j, (x, u) in enumerate(self._forward_out):
+            inverse_x.append(None if j in self.passthrough else u)
+            inverse_y.append(None if j in self.passthrough else x)
+            if j in self.passthrough:
+                self._forward_out[j] = (x, x)
+        self.out_transform = MonotonePiecewiseLinear(inverse_x, inverse_y)
+        self.core.set_normalisation(self.core_conditions(conditions), self.gaussianise_outputs(outputs))
+
+    def extra_state(self) -> dict[str, Any]:
+        """Constructor arguments (adds the passthrough output columns)."""
+        return {**super().extra_state(), "passthrough": list(self.passthrough)}
 
 
 class MaskedGlobalPID(nn.Module):
@@ -287,7 +324,7 @@ def _sizes(quick: bool) -> dict[str, int]:
         return {"gbdt": 10_000, "gen": 8_000, "mu": 3_000, "had_pool": 12_000, "val": 10_000, "steps": 40,
                 "batch": 256, "width": 32, "n_residual": 2, "gbdt_iter": 20}  # fmt: skip
     return {"gbdt": 400_000, "gen": 300_000, "mu": 80_000, "had_pool": 1_500_000, "val": 100_000,
-            "steps": 3000,
+            "steps": 6000,
             "batch": 512, "width": 128, "n_residual": 4, "gbdt_iter": 150}  # fmt: skip
 
 
@@ -360,10 +397,10 @@ def global_conditions(frame: pd.DataFrame) -> np.ndarray:
 
 def global_targets(frame: pd.DataFrame) -> np.ndarray:
     """Training targets of the global PID's inner generator: PIDe, PIDK, PIDp, PIDmu and the centred
-    log-probabilities ``ln ProbNN_k − mean_j ln ProbNN_j`` (ProbNN floored at 1e-7), which the
+    log-probabilities ``ln ProbNN_k − mean_j ln ProbNN_j`` (ProbNN floored at PROBNN_FLOOR), which the
     softmax of :class:`MaskedGlobalPID` maps back to the ProbNNs."""
     dll = frame[list(GLOBAL_COLUMNS[:PROBNN_START])].to_numpy(np.float64)
-    log_p = np.log(np.maximum(frame[list(GLOBAL_COLUMNS[PROBNN_START:])].to_numpy(np.float64), 1e-7))
+    log_p = np.log(np.maximum(frame[list(GLOBAL_COLUMNS[PROBNN_START:])].to_numpy(np.float64), PROBNN_FLOOR))
     return np.hstack([dll, log_p - log_p.mean(axis=1, keepdims=True)])
 
 
@@ -394,7 +431,10 @@ def train_generator_step(step: str, out_dir: Path, *, seed: int, quick: bool) ->
     else:
         inputs, outputs = list(GLOBAL_INPUTS), list(GLOBAL_COLUMNS)
         continuous = (*CONTINUOUS_PID, *range(len(PID_FEATURES), len(GLOBAL_INPUTS) - 1))
-        inner = _generator(len(inputs), len(outputs), continuous, size)
+        inner = PartialQuantileGenerator(
+            len(inputs), NOISE_DIM, len(outputs), width=size["width"], n_residual=size["n_residual"],
+            continuous=continuous, passthrough=range(PROBNN_START, len(outputs)),
+        )  # fmt: skip
         module = MaskedGlobalPID(inner)
         cond = global_conditions(frame)
     targets = global_targets(frame) if step == "global_pid" else frame[outputs].to_numpy(np.float64)
