@@ -1,0 +1,140 @@
+"""PID training: artifact contract (ONNX I/O, manifests), global-PID masking, sWeighted training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pandas")
+pytest.importorskip("scipy")
+
+import onnx
+import onnxruntime as ort
+import torch
+
+from ufsim_export import calibration
+from ufsim_export.training import pid
+
+MODELS = Path(__file__).resolve().parents[2] / "export" / "models"
+GENERATORS = {"rich": (9, 4), "muon": (9, 2), "global_pid": (16, 9)}
+
+
+@pytest.fixture(scope="module")
+def quick_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pid")
+    paths = pid.train(out, seed=1, quick=True)
+    assert [p.name for p in paths] == ["is_muon.onnx", "rich.onnx", "muon.onnx", "global_pid.onnx"]
+    return out
+
+
+def _io(path: Path) -> tuple[dict[str, list], dict[str, list]]:
+    model = onnx.load(path)
+
+    def dims(values: list) -> dict[str, list]:
+        return {
+            v.name: [d.dim_value if d.dim_value else d.dim_param for d in v.type.tensor_type.shape.dim]
+            for v in values
+        }
+
+    return dims(model.graph.input), dims(model.graph.output)
+
+
+def _check_artifacts(directory: Path) -> None:
+    inputs, outputs = _io(directory / "is_muon.onnx")
+    assert list(inputs) == ["features"] and inputs["features"][1] == 9
+    assert list(outputs) == ["probabilities"] and outputs["probabilities"][1] == 2
+    for step, (n_cond, n_out) in GENERATORS.items():
+        inputs, outputs = _io(directory / f"{step}.onnx")
+        assert inputs == {"conditions": [inputs["conditions"][0], n_cond], "noise": [inputs["noise"][0], 64]}
+        assert list(outputs) == ["output"] and outputs["output"][1] == n_out
+    for step in ("is_muon", *GENERATORS):
+        manifest = json.loads((directory / f"{step}.json").read_text())
+        assert manifest["step"] == step
+        assert manifest["data"]["generator"] == "ufsim_export.calibration.generate"
+        assert len(manifest["data"]["data_sha256"]) == 64
+        assert {"seed", "size"} <= set(manifest["data"])
+        assert {"git_commit", "libraries", "training_seconds", "validation", "conversion_fidelity"} <= set(
+            manifest
+        )
+        if step == "is_muon":
+            assert manifest["kind"] == "gbdt" and manifest["classes"] == ["not_muon", "muon"]
+            assert manifest["max_depth"] <= 8
+            assert manifest["conversion_fidelity"]["rows"] >= 10_000
+        else:
+            assert manifest["kind"] == "generator" and manifest["noise_dim"] == 64
+            assert manifest["validation"]["w1_over_sigma"]
+            assert 0.0 <= manifest["validation"]["two_sample_auc"] <= 1.0
+        assert max(manifest["conversion_fidelity"]["max_error"].values()) <= 1e-5
+
+
+def test_quick_training_writes_the_artifact_contract(quick_models: Path) -> None:
+    _check_artifacts(quick_models)
+
+
+def test_onnx_runs_and_probnn_sums_to_one(quick_models: Path) -> None:
+    frame = calibration.generate(500, seed=3)
+    features = frame[list(calibration.PID_FEATURES)].to_numpy(np.float32)
+    session = ort.InferenceSession(str(quick_models / "is_muon.onnx"), providers=["CPUExecutionProvider"])
+    (prob,) = session.run(None, {"features": features})
+    np.testing.assert_allclose(prob.sum(axis=1), 1.0, atol=1e-5)
+    conditions = pid.global_conditions(frame).astype(np.float32)
+    noise = np.random.default_rng(0).standard_normal((len(frame), 64)).astype(np.float32)
+    session = ort.InferenceSession(str(quick_models / "global_pid.onnx"), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"conditions": conditions, "noise": noise})
+    assert out.shape == (500, 9)
+    np.testing.assert_allclose(out[:, 4:].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_global_pid_ignores_muon_inputs_without_is_muon(quick_models: Path) -> None:
+    """The muon generator always runs in the ensemble; for isMuon == 0 its output must not matter."""
+    frame = calibration.generate(400, seed=4)
+    conditions = pid.global_conditions(frame).astype(np.float32)
+    conditions[:, -1] = 0.0
+    noise = np.random.default_rng(1).standard_normal((len(frame), 64)).astype(np.float32)
+    garbage = conditions.copy()
+    garbage[:, pid.MUON_SLICE] = np.random.default_rng(2).uniform(-1000, 50, (len(frame), 2))
+    session = ort.InferenceSession(str(quick_models / "global_pid.onnx"), providers=["CPUExecutionProvider"])
+    (a,) = session.run(None, {"conditions": conditions, "noise": noise})
+    (b,) = session.run(None, {"conditions": garbage, "noise": noise})
+    np.testing.assert_array_equal(a, b)
+    conditions[:, -1] = 1.0
+    garbage[:, -1] = 1.0
+    (c,) = session.run(None, {"conditions": conditions, "noise": noise})
+    (d,) = session.run(None, {"conditions": garbage, "noise": noise})
+    assert not np.allclose(c, d), "for isMuon tracks the muon response is used"
+
+
+def test_energy_score_fit_learns_a_conditional_distribution() -> None:
+    """y ~ N(2c, (0.5 + 0.5|c|)^2): the fitted generator's conditional mean and spread follow."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    c = rng.uniform(-1, 1, (20_000, 1))
+    y = 2 * c + rng.normal(size=c.shape) * (0.5 + 0.5 * np.abs(c))
+    module = pid.QuantileResidualGenerator(1, 64, 1, width=32, n_residual=2, continuous=(0,))
+    pid.fit_energy_score(module, c, y, steps=1500, batch_size=512, lr=3e-3)
+    for value, (mean, spread) in ((-0.8, (-1.6, 0.9)), (0.0, (0.0, 0.5)), (0.8, (1.6, 0.9))):
+        out = pid.sample_generator(module, np.full((4000, 1), value, np.float32), seed=1)[:, 0]
+        assert out.mean() == pytest.approx(mean, abs=0.2)
+        assert out.std() == pytest.approx(spread, rel=0.3)
+
+
+def test_sweighted_training_recovers_the_signal() -> None:
+    """A kaon sample with 40 % background (mostly pions labelled as kaons): the generator trained with
+    sWeights reproduces the pure-kaon RICH response better than the one trained without."""
+    result = pid.weighted_training_check(seed=0, quick=True)
+    for column in ("RichDLLK", "RichDLLp"):
+        assert result[f"weighted_{column}"] < result[f"unweighted_{column}"], result
+    weighted = np.mean([result[f"weighted_{c}"] for c in calibration.RICH_COLUMNS])
+    unweighted = np.mean([result[f"unweighted_{c}"] for c in calibration.RICH_COLUMNS])
+    assert weighted < 0.8 * unweighted, result
+
+
+@pytest.mark.skipif(not (MODELS / "global_pid.onnx").exists(), reason="PID models not trained yet")
+def test_committed_models_follow_the_contract() -> None:
+    _check_artifacts(MODELS)
+    manifest = json.loads((MODELS / "is_muon.json").read_text())
+    eff = manifest["validation"]["efficiency"]["mu"]
+    assert eff["model"][-3] == pytest.approx(eff["truth"][-3], abs=0.03)
