@@ -40,6 +40,7 @@ from .common import (
     QuantileResidualGenerator,
     event_split,
     fit_deterministic,
+    fit_energy,
     git_commit,
     library_versions,
     save_gbdt,
@@ -66,6 +67,7 @@ class GBDTConfig:
     learning_rate: float = 0.1
     min_child_samples: int = 200
     reg_lambda: float = 1.0
+    subsample: float = 0.5
     max_rows: int | None = None
 
 
@@ -78,6 +80,8 @@ class GeneratorConfig:
     epochs: int = 20
     batch_size: int = 2048
     lr: float = 2e-3
+    energy_epochs: int = 0
+    energy_lr: float = 3e-4
     max_rows: int | None = None
 
 
@@ -93,14 +97,16 @@ class TrainConfig:
 
 FULL = TrainConfig(
     acceptance=GBDTConfig(n_estimators=300),
-    efficiency=GBDTConfig(n_estimators=200),
-    resolution=GeneratorConfig(n_residual=10, epochs=20),
-    covariance=GeneratorConfig(n_residual=8, epochs=16),
+    efficiency=GBDTConfig(n_estimators=150, learning_rate=0.15),
+    resolution=GeneratorConfig(n_residual=10, epochs=8, batch_size=1024, energy_epochs=2),
+    covariance=GeneratorConfig(n_residual=8, epochs=7, batch_size=1024, energy_epochs=2),
 )
 QUICK = TrainConfig(
     acceptance=GBDTConfig(n_estimators=10, max_depth=4, num_leaves=15, max_rows=20_000),
     efficiency=GBDTConfig(n_estimators=10, max_depth=4, num_leaves=15, max_rows=20_000),
-    resolution=GeneratorConfig(width=32, n_residual=2, epochs=1, batch_size=512, max_rows=12_000),
+    resolution=GeneratorConfig(
+        width=32, n_residual=2, epochs=1, batch_size=512, energy_epochs=1, max_rows=12_000
+    ),
     covariance=GeneratorConfig(width=32, n_residual=2, epochs=1, batch_size=512, max_rows=12_000),
 )
 
@@ -212,7 +218,9 @@ def fit_gbdt(
     """LightGBM classifier on soft labels, deterministic for a seed and 2 threads."""
     from lightgbm import LGBMClassifier
 
-    Xr, yr, wr = soft_label_rows(X.astype(np.float32), probabilities.astype(np.float64), weights)
+    Xr, yr, wr = soft_label_rows(
+        X.astype(np.float32), probabilities.astype(np.float64), weights, min_weight=1e-4
+    )
     model = LGBMClassifier(
         n_estimators=config.n_estimators,
         max_depth=config.max_depth,
@@ -220,6 +228,8 @@ def fit_gbdt(
         learning_rate=config.learning_rate,
         min_child_samples=config.min_child_samples,
         reg_lambda=config.reg_lambda,
+        subsample=config.subsample,
+        subsample_freq=1 if config.subsample < 1 else 0,
         random_state=seed,
         n_jobs=2,
         deterministic=True,
@@ -291,13 +301,30 @@ def fit_generator(
         seed=seed,
         desc=desc,
     )
-    module.eval()
-    fit = {
+    fit: dict[str, Any] = {
         "loss": "MSE of the core's standardised Gaussianised outputs vs the library's, same noise",
-        "train_loss": history.train,
-        "val_loss": history.val,
+        "train_loss": [round(v, 5) for v in history.train],
+        "val_loss": [round(v, 5) for v in history.val],
         "fit_seconds": round(history.seconds, 1),
     }
+    if config.energy_epochs:
+        energy = fit_energy(
+            module.core,
+            module.core_conditions(conditions),
+            module.gaussianise_outputs(outputs),
+            noise_dim=noise.shape[1],
+            epochs=config.energy_epochs,
+            batch_size=config.batch_size,
+            lr=config.energy_lr,
+            seed=seed + 1,
+            desc=f"{desc} (energy)",
+        )
+        fit["energy_fine_tune"] = {
+            "loss": "energy score of the standardised Gaussianised outputs, fresh N(0,1) noise",
+            "train_loss": [round(v, 5) for v in energy.train],
+            "fit_seconds": round(energy.seconds, 1),
+        }
+    module.eval()
     return module, fit
 
 
@@ -343,9 +370,12 @@ def _base_manifest(
     }
 
 
-def train(data_dir: Path, out_dir: Path, *, seed: int = 0, quick: bool = False) -> list[Path]:
+def train(
+    data_dir: Path, out_dir: Path, *, seed: int = 0, quick: bool = False, order: tuple[str, ...] = ()
+) -> list[Path]:
     """Train the four tracking models from ``data_dir`` and write ``<step>.onnx/.json`` (+ originals) to
-    ``out_dir``. ``quick``: tiny subsample, tiny networks, one epoch (tests)."""
+    ``out_dir``. ``quick``: tiny subsample, tiny networks, one epoch (tests). ``order``: train these steps
+    first (the models do not depend on each other; each step seeds itself)."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     config = QUICK if quick else FULL
     cols = Columns.from_spec()
@@ -357,6 +387,8 @@ def train(data_dir: Path, out_dir: Path, *, seed: int = 0, quick: bool = False) 
         ("tracking_resolution", lambda: _train_resolution(data_dir, out_dir, cols, config, data_sha, seed)),
         ("tracking_covariance", lambda: _train_covariance(data_dir, out_dir, cols, config, data_sha, seed)),
     ]
+    if order:
+        jobs = sorted(jobs, key=lambda job: order.index(job[0]) if job[0] in order else len(order))
     for name, job in tqdm(jobs, desc="tracking models", unit="model"):
         start = time.perf_counter()
         path = job()
@@ -436,7 +468,7 @@ def _train_efficiency(
     return path
 
 
-def _verification_rows(X: np.ndarray, preferred: np.ndarray, n: int = 20_000) -> np.ndarray:
+def _verification_rows(X: np.ndarray, preferred: np.ndarray, n: int = 10_000) -> np.ndarray:
     """At least 10k rows (the verifier's minimum): the validation rows first, then any others."""
     rows = preferred[:n]
     if len(rows) < n:
@@ -492,7 +524,8 @@ def _train_generator_step(
         f"tanh({gen_config.width}) -> Dense({len(out_cols)}) -> inverse quantile transform per output"
     )
     manifest["training"] = {
-        "method": "deterministic fit to the library map (conditions, noise) -> outputs",
+        "method": "deterministic fit to the library map (conditions, noise) -> outputs"
+        + (", then energy-score fine-tune" if gen_config.energy_epochs else ""),
         "noise": f"noise.py {noise_key}, rows = noise_row",
         "train_rows": len(tr),
         **fit,
