@@ -14,7 +14,9 @@ species without routing:
   generator runs for every track, so :class:`MaskedGlobalPID` multiplies the muon inputs by
   ``is_muon_flag`` inside the exported module: non-isMuon tracks see zeros, whatever the muon
   generator produced; training sees the same masked inputs (teacher forcing with the calibration's
-  true RICH and Muon responses, as Lamarr does).
+  true RICH and Muon responses, as Lamarr does). The network learns the non-RICH part of each
+  combined DLL (added back to the RICH input inside the module) and centred ProbNN logits (a softmax
+  inside the module makes the five ProbNN sum to exactly 1).
 
 **Generator loss — weighted energy score.** No reference noise exists for these samples, so the
 generators are fitted by distribution matching. Each row draws ``m = 2`` noise vectors and the loss is
@@ -81,6 +83,8 @@ P_BINS_GEV = (2.0, 3.0, 4.0, 6.0, 10.0, 20.0, 40.0, 80.0, 200.0)
 GBDT_MAX_DEPTH = 6
 PROBNN_START = GLOBAL_COLUMNS.index("ProbNNe")
 PROBNN_FLOOR = 1e-4
+RICH_FOR_PID = [GLOBAL_INPUTS.index(c) for c in ("RichDLLe", "RichDLLK", "RichDLLp", "RichDLLmu")]
+"""Condition columns of the RICH DLL under each combined DLL (PIDe, PIDK, PIDp, PIDmu)."""
 """ProbNN below this is learnt as this (logits bounded by ±ln(1e4)): the softmax multiplies float32
 rounding in the logits by their size, and larger logits break the 1e-5 ONNX-vs-PyTorch budget."""
 GENERATOR_THREADS = 1
@@ -151,12 +155,16 @@ class MaskedGlobalPID(nn.Module):
     def forward(self, conditions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Global PID outputs (physical units) for the 16 conditions and N(0, 1) noise.
 
-        The inner generator produces the four combined DLLs and five centred ProbNN logits
-        (:func:`global_targets`); a softmax turns the logits into probabilities that sum to exactly 1.
+        The inner generator produces the non-RICH part of the four combined DLLs (calorimeter, muon
+        system: ``PIDX − RichDLLX``), which is added to the RICH input here, and five centred ProbNN
+        logits (:func:`global_targets`), which a softmax turns into probabilities summing to exactly 1.
+        A combined DLL is the RICH DLL plus other detectors' terms; learning only the latter keeps
+        the tight PIDK ≈ RichDLLK relation exact instead of asking the network to copy a wide input.
         """
         out = self.inner(self.mask(conditions), noise)
+        dll = out[:, :PROBNN_START] + conditions[:, RICH_FOR_PID]
         prob = torch.softmax(out[:, PROBNN_START:], dim=1)
-        return torch.cat([out[:, :PROBNN_START], prob], dim=1)
+        return torch.cat([dll, prob], dim=1)
 
     def extra_state(self) -> dict[str, Any]:
         """Constructor arguments of the inner generator (for rebuilding from a state_dict)."""
@@ -396,10 +404,12 @@ def global_conditions(frame: pd.DataFrame) -> np.ndarray:
 
 
 def global_targets(frame: pd.DataFrame) -> np.ndarray:
-    """Training targets of the global PID's inner generator: PIDe, PIDK, PIDp, PIDmu and the centred
+    """Training targets of the global PID's inner generator: PIDe, PIDK, PIDp, PIDmu minus the matching
+    RICH DLL (RichDLLe, RichDLLK, RichDLLp, RichDLLmu) and the centred
     log-probabilities ``ln ProbNN_k − mean_j ln ProbNN_j`` (ProbNN floored at PROBNN_FLOOR), which the
     softmax of :class:`MaskedGlobalPID` maps back to the ProbNNs."""
     dll = frame[list(GLOBAL_COLUMNS[:PROBNN_START])].to_numpy(np.float64)
+    dll = dll - frame[[GLOBAL_INPUTS[i] for i in RICH_FOR_PID]].to_numpy(np.float64)
     log_p = np.log(np.maximum(frame[list(GLOBAL_COLUMNS[PROBNN_START:])].to_numpy(np.float64), PROBNN_FLOOR))
     return np.hstack([dll, log_p - log_p.mean(axis=1, keepdims=True)])
 
