@@ -5,7 +5,7 @@ perf_analyzer on the ensemble (batch × concurrency) and on each composing model
 particles side by side through the Triton ensemble, chained ONNX Runtime in-process and one request
 per particle. Also runs ``benchmarks/gbdt_speed.py`` (GBDT conversion speeds) when present.
 
-    .venv/bin/python benchmarks/run_all.py            # full run, ~15 min on 2 cores
+    .venv/bin/python benchmarks/run_all.py            # full run: serving ~11 min on 2 cores, GBDTs ~7
     .venv/bin/python benchmarks/run_all.py --quick    # smoke run, a few minutes
 """
 
