@@ -102,7 +102,7 @@ def serving(args: argparse.Namespace, work: Path) -> Report:
     log("choosing the model repository")
     repository = choose_repository(work, args.repository)
     log(f"repository: {repository.kind} at {repository.path}")
-    invocation = "benchmarks/run_all.py" + (" --quick" if args.quick else "")
+    invocation = shlex.join(["benchmarks/run_all.py", *sys.argv[1:]])
     report = Report(repository.kind, machine_note(), f".venv/bin/python {invocation}", repository.steps)
     batch = particles(max(max(batches), 4096, sbs_config.particles))
     problem = perf_analyzer_problem()
