@@ -42,6 +42,7 @@ from .metrics import (
 )
 
 W1_TARGET = 0.05
+FIDELITY_TARGET = 1e-5
 AUC_TARGET = 0.55
 EFF_OVERALL_TARGET = 0.01
 EFF_BIN_TARGET = 0.03
@@ -365,7 +366,8 @@ def generator_section(
         f"default_rng({seed}), not the training stream). {weights_note}"
         "Per-bin W1/σ divides by the bin's own reference σ; bins need ≥ "
         f"{MIN_BIN_ROWS} rows ({_edges_text()}). 'floor' = W1/σ between two random halves of the "
-        "reference: what sample size alone gives (a perfect model scores about 0.7 x this). "
+        "reference: what sample size alone gives (a perfect model scores about 0.7 x this; where the bin "
+        "floor itself exceeds the target, this validation sample cannot resolve the target in that bin). "
         "'W1/σ_robust' divides by IQR/1.349 instead (heavy tails inflate σ).",
         "",
         "| output | W1/σ | floor | target | worst bin W1/σ | floor (worst bin) | target | W1/σ_robust |",
@@ -649,6 +651,7 @@ def fidelity_section(data_dir: Path, models_dir: Path, *, quick: bool) -> Sectio
             import onnx
 
             model_proto = onnx.load(onnx_path)
+            loose = 1e9  # measure, do not raise: the report compares with the target itself
             if (
                 original
                 and (models_dir / original).exists()
@@ -659,8 +662,11 @@ def fidelity_section(data_dir: Path, models_dir: Path, *, quick: bool) -> Sectio
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="X does not have valid feature names")
                     model = pickle.loads((models_dir / original).read_bytes())
-                    rep = verify_classifier(model, model_proto, X, name=step, batch_sizes=(1, 1000))
-                metric, errors, source = rep.kind, rep.max_error, f"recomputed, {len(X):,} validation rows"
+                    rep = verify_classifier(
+                        model, model_proto, X, name=step, batch_sizes=(1, 1000), atol=loose
+                    )
+                metric = "max |p_onnx - p| <= 1e-05"
+                errors, source = rep.max_error, f"recomputed, {len(X):,} validation rows"
             elif original and (models_dir / original).exists() and step.startswith("tracking_"):
                 df, val = load_tracks(data_dir, seed=0)
                 cond = (
@@ -672,10 +678,18 @@ def fidelity_section(data_dir: Path, models_dir: Path, *, quick: bool) -> Sectio
                 C = df[list(cond)].to_numpy(np.float32)[np.resize(rows, max(len(rows), 10_000))]
                 module = load_generator(models_dir / original)
                 Z = np.random.default_rng(5).standard_normal((len(C), module.noise_dim)).astype(np.float32)
-                rep = verify_generator(module, model_proto, C, Z, name=step, batch_sizes=(1, 1000))
-                metric, errors, source = rep.kind, rep.max_error, f"recomputed, {len(C):,} validation rows"
-        except Exception as exc:
-            sec.misses.append(f"{step}: conversion fidelity check failed: {exc}".splitlines()[0])
+                rep = verify_generator(
+                    module, model_proto, C, Z, name=step, batch_sizes=(1, 1000), rtol=loose
+                )
+                metric = "|y_onnx - y| <= 1e-05 * max(|y|, column spread)"
+                errors, source = rep.max_error, f"recomputed, {len(C):,} validation rows"
+            worst = max((float(e) for e in errors.values()), default=0.0)
+            if worst > FIDELITY_TARGET:
+                sec.misses.append(
+                    f"{step}: ONNX vs original max error {worst:.1e} (target {FIDELITY_TARGET:g}; {source})"
+                )
+        except Exception as exc:  # reported, never hidden
+            sec.misses.append(f"{step}: conversion fidelity check failed: {exc}".splitlines()[0][:200])
             source = f"recomputation FAILED: {type(exc).__name__}"
         err_text = ", ".join(f"{b}: {float(e):.1e}" for b, e in errors.items()) or "n/a"
         metric = str(metric).replace("|", "\\|")
