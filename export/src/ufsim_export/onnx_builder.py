@@ -48,7 +48,7 @@ class GraphBuilder:
 
     def output(self, value: str, name: str, dtype: str, width: int) -> None:
         """Expose ``value`` as the graph output ``name`` of shape [N, width]."""
-        self.nodes.append(helper.make_node("Identity", [value], [name]))
+        self.nodes.append(helper.make_node("Identity", [value], [name], name=self._fresh("output")))
         self.outputs.append(helper.make_tensor_value_info(name, ONNX_TYPES[dtype], [BATCH, width]))
 
     def const(self, value: np.ndarray | float | int, dtype: type[np.generic] = np.float32) -> str:
@@ -60,8 +60,17 @@ class GraphBuilder:
     def op(self, op_type: str, *inputs: str, **attrs: object) -> str:
         """Add one node with a single output and return the output's name."""
         out = self._fresh(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=out, **attrs))
         return out
+
+    def adopt(self, nodes: Sequence[onnx.NodeProto]) -> None:
+        """Append foreign nodes, naming unnamed or clashing ones (ONNX Runtime 1.19 fuses by node name)."""
+        taken = {node.name for node in self.nodes}
+        for node in nodes:
+            if not node.name or node.name in taken:
+                node.name = self._fresh(f"{node.op_type.lower()}_node")
+            taken.add(node.name)
+            self.nodes.append(node)
 
     def col(self, x: str, index: int) -> str:
         """Column ``index`` of a [N, k] tensor, as [N, 1]."""
