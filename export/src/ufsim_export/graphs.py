@@ -3,7 +3,8 @@
 Graph steps (named in the spec with ``kind: graph``):
 
 - ``features``: kinematics -> Lamarr's model inputs (log10 p, slopes, eta, phi, species flags,
-  charge, straight-line propagation of the origin to the point closest to the beam).
+  charge, straight-line propagation of the origin to the point closest to the beam). Its square
+  roots, logarithm, asinh and atan2 come from :mod:`.elementary`, so no row depends on its batch.
 - ``track_sampling``: samples acceptance and the track class; builds the resolution conditions.
 - ``pid_sampling``: samples isMuon for long tracks.
 - ``assembly``: reconstructed state, covariance and PID with documented sentinels.
@@ -22,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import version_converter
 
-from . import rng
+from . import elementary, rng
 from .onnx_builder import OPSET, GraphBuilder
 from .spec import RNG_KEY, PipelineSpec, StepSpec
 
@@ -56,19 +57,16 @@ def _build_features(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict
     px, py, pz = (b.col(x["momentum"], i) for i in range(3))
     x0, y0, z0 = (b.col(x["origin"], i) for i in range(3))
     sq = lambda v: b.op("Mul", v, v)  # noqa: E731
-    pt = b.op("Sqrt", b.op("Add", sq(px), sq(py)))
-    p = b.op("Sqrt", b.op("Add", b.op("Add", sq(px), sq(py)), sq(pz)))
-    log10_p = b.op("Div", b.op("Log", b.op("Max", p, b.const(1e-3))), b.const(np.log(10.0)))
+    math = elementary.GraphOps(b)
+    pt = elementary.sqrt(math, b.op("Add", sq(px), sq(py)))
+    p = elementary.sqrt(math, b.op("Add", b.op("Add", sq(px), sq(py)), sq(pz)))
+    log10_p = b.op("Mul", elementary.log(math, p, min_exp=-10, max_exp=64), b.const(1.0 / np.log(10.0)))
     forward = b.op("Greater", pz, zero)
     safe_pz = b.where(forward, pz, one)
     tx = b.where(forward, b.op("Div", px, safe_pz), zero)
     ty = b.where(forward, b.op("Div", py, safe_pz), zero)
-    eta = b.op("Asinh", b.op("Div", pz, b.op("Max", pt, b.const(1e-6))))
-    # atan2(py, px) from Atan with quadrant corrections; 0 for px = py = 0
-    atan = b.op("Atan", b.op("Div", py, b.where(b.op("Equal", px, zero), b.const(1e-30), px)))
-    left = b.op("Less", px, zero)
-    shift = b.where(left, b.where(b.op("Less", py, zero), b.const(-np.pi), b.const(np.pi)), zero)
-    phi = b.op("Add", atan, shift)
+    eta = elementary.asinh(math, b.op("Div", pz, b.op("Max", pt, b.const(1e-6))))
+    phi = elementary.atan2(math, py, px)
     # species flags from |pid|; particles going backwards (pz <= 0) are not simulated
     abs_pid = b.op("Abs", x["pid"])
     flag = {code: b.op("Equal", abs_pid, b.const(pdg, np.int32)) for code, pdg in SPECIES_PDG.items()}
@@ -259,7 +257,7 @@ def adapt_learnt(spec: PipelineSpec, step: StepSpec, raw: onnx.ModelProto) -> on
     renames = {canonical: feeds[canonical] for canonical in feeds}
     for node in graph.node:
         node.input[:] = [renames.get(name, name) for name in node.input]
-    b.nodes.extend(graph.node)
+    b.adopt(graph.node)
     b.initializers.extend(graph.initializer)
     b.output(produced, out.name, out.dtype, out.width)
     model = b.build(doc=f"ufsim learnt step {step.name!r} ({step.kind}), adapted to the pipeline spec")

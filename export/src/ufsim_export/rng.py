@@ -9,7 +9,8 @@ Algorithm (SplitMix64 finaliser, Steele et al. 2014, which passes BigCrush):
     mix(x)   = x ^= x >> 30; x *= 0xBF58476D1CE4E5B9; x ^= x >> 27; x *= 0x94D049BB133111EB; x ^= x >> 31
     word_j   = mix(mix(rng_key) ^ mix((stream << 32) | j))
     u_j      = ((word_j >> 40) + 0.5) * 2**-24                  uniform in (0, 1), float32, 24 bits
-    normals  = Box-Muller on consecutive pairs (u_2k, u_2k+1), float32; |z| <= 5.9
+    normals  = Box-Muller on consecutive pairs (u_2k, u_2k+1), float32; |z| <= 5.9, with log, sqrt,
+               cos and sin from :mod:`.elementary` (the same bits in numpy and in any runtime)
 
 ONNX Runtime 1.19.2 (NGC 24.10) has no uint64 Add or Mul on CPU, so the multiplications run as
 int64 (two's-complement wrap-around gives the same bits) between bit-preserving Casts.
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import elementary
+from .elementary import V
 from .onnx_builder import GraphBuilder
 
 _M1 = 0xBF58476D1CE4E5B9
@@ -59,12 +62,18 @@ def normals(keys: np.ndarray, stream: int, dim: int) -> np.ndarray:
     if dim % 2:
         raise ValueError(f"noise_dim must be even for Box-Muller, got {dim}")
     u = uniforms(keys, stream, dim)
-    r = np.sqrt(np.float32(-2.0) * np.log(u[:, 0::2]))
-    angle = np.float32(2.0 * np.pi) * u[:, 1::2]
     z = np.empty_like(u)
-    z[:, 0::2] = r * np.cos(angle)
-    z[:, 1::2] = r * np.sin(angle)
+    z[:, 0::2], z[:, 1::2] = _box_muller(elementary.NumpyOps(), u[:, 0::2], u[:, 1::2])
     return z
+
+
+def _box_muller(o: elementary.Ops[V], u1: V, u2: V) -> tuple[V, V]:
+    """Two independent N(0, 1) from two uniforms, with batch-independent elementary functions."""
+    r = elementary.sqrt(
+        o, o.mul(elementary.log(o, u1, min_exp=-25, max_exp=1), o.const(-2.0)), min_exp=-24, max_exp=6
+    )
+    cos, sin = elementary.cos_sin_turns(o, u2)
+    return o.mul(r, cos), o.mul(r, sin)
 
 
 def _mix_graph(b: GraphBuilder, x: str) -> str:
@@ -92,10 +101,7 @@ def normals_graph(b: GraphBuilder, key: str, stream: int, dim: int) -> str:
     u = uniforms_graph(b, key, stream, dim)
     u1 = b.cols(u, range(0, dim, 2))
     u2 = b.cols(u, range(1, dim, 2))
-    r = b.op("Sqrt", b.op("Mul", b.op("Log", u1), b.const(-2.0)))
-    angle = b.op("Mul", u2, b.const(2.0 * np.pi))
-    cos = b.op("Mul", r, b.op("Cos", angle))
-    sin = b.op("Mul", r, b.op("Sin", angle))
+    cos, sin = _box_muller(elementary.GraphOps(b), u1, u2)
     # interleave (cos_k, sin_k) -> columns 2k, 2k+1
     pairs = b.op(
         "Concat",
