@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 from ufsim_export.inprocess import InProcessPipeline
-from ufsim_export.repository import check_model_io, write_configs
+from ufsim_export.repository import check_model_io, write_configs, write_repository
 from ufsim_export.rng import mix64
 from ufsim_export.spec import PipelineSpec, SpecError
 from ufsim_export.toy import synthetic_particles
@@ -35,6 +35,20 @@ def test_committed_models_match_the_spec(spec: PipelineSpec, repo_root: Path) ->
         path = repo_root / "model_repository" / step.name / "1" / "model.onnx"
         assert path.is_file(), f"{path} is missing: run `make repository`"
         check_model_io(spec, step, onnx.load(path))
+
+
+def test_committed_repository_is_what_make_repository_builds(
+    spec: PipelineSpec, repo_root: Path, tmp_path: Path
+) -> None:
+    """Graph code, spec or export/models changed without `make repository`: the deployed models are stale."""
+    built = write_repository(spec, repo_root / "export" / "models", tmp_path / "model_repository")
+    stale = [
+        str(path.relative_to(built))
+        for path in sorted(built.rglob("*"))
+        if path.is_file()
+        and not filecmp.cmp(path, repo_root / "model_repository" / path.relative_to(built), shallow=False)
+    ]
+    assert not stale, f"model_repository/ is out of date ({stale}): run `make repository` and commit"
 
 
 def test_model_io_mismatch_names_step_and_tensor(spec: PipelineSpec, toy_repository: Path) -> None:
