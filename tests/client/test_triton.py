@@ -109,11 +109,6 @@ def test_same_seed_same_output_whatever_the_batching(triton: Any) -> None:
     assert any(not np.array_equal(other[name], reference[name]) for name in reco)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server-side: ONNX Runtime results differ in the last float32 bits between requests of 7 and "
-    "4096 particles (DESIGN.md promises bit-identical outputs whatever the batch)",
-)
 def test_server_outputs_bit_identical_across_batch_sizes(triton: Any) -> None:
     reference = _run(_gun_events(), triton.grpc_url, seed=5, batch_size=4096, max_in_flight=1)
     _assert_same(_run(_gun_events(), triton.grpc_url, seed=5, batch_size=7, max_in_flight=1), reference)
