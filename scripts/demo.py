@@ -53,7 +53,7 @@ def main() -> int:
         print(f"embedded Triton ready at {server.grpc_url} (log: {args.out / 'triton.log'})", flush=True)
         jobs: list[tuple[str, list[str]]] = []
         if hepmc:
-            jobs.append(("hepmc2", ["--input", *map(str, hepmc)]))
+            jobs.append(("hepmc2", ["--input", *map(str, hepmc), "--crossing", "file"]))
         else:
             print(f"no HepMC2 sample under {args.shared}; simulating Pythia 8 and a particle gun", flush=True)
             jobs.append(
