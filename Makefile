@@ -58,6 +58,7 @@ demo: venv
 	SHARED=$(SHARED) $(BIN)/python scripts/demo.py
 
 bench: venv
+	$(BIN)/pip install --quiet -r requirements/bench.txt
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
