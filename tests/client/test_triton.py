@@ -149,15 +149,14 @@ def test_deadline_exceeded_is_retried_then_reported(fresh_triton: Any, tmp_path:
     assert list(out.iterdir()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server-side: tritonserver 2.51 with the Python-based onnxruntime backend dies with SIGSEGV in "
-    "TRITONBACKEND_ResponseSend when a client deadline cancels an in-flight ensemble request",
-)
 def test_client_deadline_does_not_crash_the_server(fresh_triton: Any) -> None:
-    _expire_deadlines(fresh_triton.grpc_url, MemoryWriter())
-    time.sleep(1.0)
-    assert fresh_triton.running
+    """Cancelling in-flight requests crashes tritonserver 2.51 (server#7368); the client never cancels."""
+    for _ in range(3):
+        pool = _expire_deadlines(fresh_triton.grpc_url, MemoryWriter())
+        assert pool.retries > 0
+        time.sleep(0.5)
+        assert fresh_triton.running
+    assert len(_run(_gun_events(), fresh_triton.grpc_url, seed=5, batch_size=4096)["eventNumber"]) == 12 * 37
 
 
 def test_server_without_the_pipeline_is_a_contract_error(triton: Any) -> None:

@@ -149,6 +149,13 @@ def test_envoy_rejects_a_broken_configuration(
     assert done.returncode != 0
 
 
+def test_gateway_never_times_out_an_inference_by_default(gateway_manifests: list[Manifest]) -> None:
+    """Envoy resets a timed-out request, which cancels it in Triton and crashes tritonserver <= 24.10."""
+    listener = envoy_config(gateway_manifests)["static_resources"]["listeners"][0]
+    text = json.dumps(listener)
+    assert '"cluster": "triton", "timeout": "0s"' in text, "the gRPC inference route must have timeout 0s"
+
+
 def test_gateway_container_runs_envoy_directly(gateway_manifests: list[Manifest]) -> None:
     """No start-up script (no apt-get, no envsubst), so extraArgs reach envoy."""
     envoy = container(find(gateway_manifests, "Deployment", "ufsim-gateway"), "envoy")

@@ -7,12 +7,18 @@ with exponential backoff; after ``attempts_per_server`` failed attempts on one s
 moves to the next server, round robin, until ``total_timeout`` has passed. Other failures raise
 :class:`~ufsim_client.errors.ServerError` at once. A request either returns exactly one result or
 raises: the caller keys results by request id, so retries never duplicate particles.
+
+An attempt that outlives ``request_timeout`` is abandoned, never cancelled: cancelling an in-flight
+request (a gRPC deadline, or closing the channel under it) crashes tritonserver up to 2.51 / NGC 24.10
+(triton-inference-server/server#7368). The abandoned call finishes on the server and its answer is
+dropped; :meth:`ServerPool.close` waits for such calls (up to ``drain_timeout``) before closing.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,7 +66,8 @@ class RetryPolicy:
         initial_backoff (float; 0.2): first wait in seconds; doubles per attempt, with jitter.
         max_backoff (float; 5.0): longest single wait in seconds.
         total_timeout (float; 300.0): give up on a request after this many seconds of retrying.
-        request_timeout (float; 120.0): gRPC deadline of one attempt in seconds.
+        request_timeout (float; 120.0): seconds to wait for one attempt before abandoning it.
+        drain_timeout (float; 60.0): at close, seconds to wait for abandoned calls to finish.
     """
 
     attempts_per_server: int = 3
@@ -68,6 +75,7 @@ class RetryPolicy:
     max_backoff: float = 5.0
     total_timeout: float = 300.0
     request_timeout: float = 120.0
+    drain_timeout: float = 60.0
 
 
 def is_transient(error: BaseException) -> bool:
@@ -97,6 +105,15 @@ def _channel_args() -> list[tuple[str, Any]]:
     ]
 
 
+class _Call:
+    """One asynchronous inference call: its outcome once the server has answered."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: InferenceServerException | None = None
+
+
 class _Server:
     """One server URL, its lazily created gRPC client and its checked contract."""
 
@@ -104,6 +121,45 @@ class _Server:
         self.url = url
         self.client = grpcclient.InferenceServerClient(url, channel_args=_channel_args())
         self.contract: Contract | None = None
+        self.running: set[_Call] = set()
+        self._lock = threading.RLock()  # the callback may run inside async_infer
+
+    def infer(self, model: str, timeout: float, **kwargs: Any) -> Any:
+        """One inference without a gRPC deadline; an unanswered call is abandoned after ``timeout`` s."""
+        call = _Call()
+
+        def finish(result: Any, error: InferenceServerException | None) -> None:
+            with self._lock:
+                self.running.discard(call)
+            call.result, call.error = result, error
+            call.done.set()
+
+        with self._lock:  # tritonclient keeps the latest call on the client object: not thread-safe
+            self.running.add(call)
+            try:
+                self.client.async_infer(model, callback=finish, **kwargs)
+            except BaseException:
+                self.running.discard(call)
+                raise
+        if not call.done.wait(timeout):
+            raise InferenceServerException(
+                f"no answer from {self.url} within {timeout:g} s; the call is abandoned (not cancelled)",
+                status="StatusCode.DEADLINE_EXCEEDED",
+            )
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    def close(self, drain_timeout: float) -> None:
+        """Close the channel once abandoned calls have finished (or ``drain_timeout`` has passed)."""
+        deadline = time.monotonic() + drain_timeout
+        with self._lock:
+            pending = list(self.running)
+        for call in pending:
+            if not call.done.wait(max(0.0, deadline - time.monotonic())):
+                log.warning("%s: closing with %d calls still running on the server", self.url, len(pending))
+                break
+        self.client.close()
 
     def fetch_contract(self, model: str, timeout: float) -> Contract:
         try:
@@ -145,9 +201,9 @@ class ServerPool:
         return [server.url for server in self._servers]
 
     def close(self) -> None:
-        """Close every gRPC channel."""
+        """Close every gRPC channel, after the calls still running on a server have finished."""
         for server in self._servers:
-            server.client.close()
+            server.close(self.retry.drain_timeout)
 
     def __enter__(self) -> ServerPool:
         return self
@@ -181,12 +237,12 @@ class ServerPool:
 
         def attempt(server: _Server) -> dict[str, NDArray[Any]]:
             self._checked(server)
-            result = server.client.infer(
+            result = server.infer(
                 self.model,
-                infer_inputs,
+                self.retry.request_timeout,
+                inputs=infer_inputs,
                 outputs=outputs,
                 request_id=str(request_id),
-                client_timeout=self.retry.request_timeout,
             )
             arrays = {name: result.as_numpy(name) for name in OUTPUT_COLUMNS}
             for name, array in arrays.items():
