@@ -45,20 +45,6 @@ def _token(key: bytes = SECRET, issuer: str = ISSUER, audience: str = "ufsim") -
     return f"{header}.{payload}.{_b64url(signature)}"
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A self-signed tls.crt/tls.key pair (and ca.crt) for 127.0.0.1, made with openssl."""
-    folder = tmp_path_factory.mktemp("tls")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(folder / "tls.key"), "-out", str(folder / "tls.crt")],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    (folder / "ca.crt").write_bytes((folder / "tls.crt").read_bytes())
-    return folder
-
-
 def envoy_config(manifests: list[Manifest]) -> dict[str, Any]:
     """The gateway ConfigMap's envoy.yaml, parsed."""
     configmap = find(manifests, "ConfigMap", "ufsim-gateway")

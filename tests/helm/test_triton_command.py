@@ -70,20 +70,6 @@ def _missing_models() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tls.crt, tls.key and ca.crt (self-signed, 127.0.0.1), as in the kubernetes.io/tls Secret."""
-    folder = tmp_path_factory.mktemp("grpc_tls")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(folder / "tls.key"), "-out", str(folder / "tls.crt")],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    (folder / "ca.crt").write_bytes((folder / "tls.crt").read_bytes())
-    return folder
-
-
-@pytest.fixture(scope="module")
 def rendered_on_empty_repository(
     cpu_manifests: list[Manifest], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalTriton]:
