@@ -8,12 +8,13 @@ BIN         := $(VENV)/bin
 SHARED      ?= ../shared
 PYTEST_ARGS ?=
 
-.PHONY: help venv venv-ort119 test lint demo repository configs train validate bench clean
+.PHONY: help venv venv-ort119 test lint demo repository repository-cpu configs train validate bench clean
 
 help:
 	@echo "make demo        main job: embedded Triton + HepMC2 and Pythia events -> ntuple + report (runs/demo)"
 	@echo "make test        all tests (unit, real local Triton, ONNX Runtime 1.19.2, Helm chart)"
 	@echo "make repository  rebuild model_repository/ from the spec and export/models"
+	@echo "make repository-cpu  model_repository_cpu/: the same with native TreeEnsemble GBDTs (CPU-only servers)"
 	@echo "make train       retrain every reference model (export/models) from data and fixed seeds"
 	@echo "make validate    write export/reports/validation.md"
 	@echo "make bench       benchmarks -> benchmarks/results (perf_analyzer needs libb64-0d)"
@@ -46,6 +47,9 @@ configs: venv
 
 repository: venv
 	$(BIN)/ufsim-export repository --models export/models --out model_repository
+
+repository-cpu: venv
+	$(BIN)/ufsim-export repository --models export/models --gbdt-implementation native --out model_repository_cpu
 
 train: venv
 	$(BIN)/ufsim-export train --data $(SHARED)/data/lamarr-trk-2016MU --out export/models

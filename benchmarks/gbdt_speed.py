@@ -5,9 +5,11 @@ implementation), each measurement running the session for at least ``--min-time`
 reported figure is the median rows/s over ``--repeats``. Every ONNX model is first checked against
 ``predict_proba`` (max abs error <= 1e-5) so only correct graphs are timed.
 
-Models: pickled fitted classifiers from ``--models DIR`` (``*.pkl``) when given and present,
-otherwise Lamarr-sized stand-ins (4-class LightGBM and HistGradientBoosting, 100 trees per class,
-depth 6, 12 features; a binary LightGBM). Writes ``gbdt_speed.csv``, ``gbdt_speed.png`` and
+Models: pickled fitted classifiers from ``--models DIR`` (``*.pkl``) when given and present, fed
+the features they see inside the ensemble (gun particles through the reference ``model_repository/``
+in-process) when that repository is complete, else synthetic rows; otherwise Lamarr-sized stand-ins
+(4-class LightGBM and HistGradientBoosting, 100 trees per class, depth 6, 12 features; a binary
+LightGBM). Writes ``gbdt_speed.csv``, ``gbdt_speed.png`` and
 ``gbdt_speed.md`` under ``--out``.
 
     .venv/bin/python benchmarks/gbdt_speed.py [--models export/models]
@@ -78,9 +80,29 @@ def stand_ins(n_train: int, seed: int) -> dict[str, tuple[Any, np.ndarray]]:
     }
 
 
-def from_pickles(directory: Path, n_rows: int, seed: int) -> dict[str, tuple[Any, np.ndarray]]:
-    """Fitted classifiers pickled as ``<name>.pkl``; others are listed and skipped."""
+def ensemble_features(n_rows: int, seed: int) -> dict[str, np.ndarray]:
+    """Step name -> the feature rows it receives inside the reference ensemble ({} if incomplete)."""
+    from serving.common import REFERENCE_REPOSITORY, Repository, reference_complete
+    from serving.inputs import step_inputs
+
+    from ufsim_client.keys import rng_keys
+    from ufsim_export.spec import default_spec_path, load_spec
+    from ufsim_export.toy import synthetic_particles
+
+    spec = load_spec(default_spec_path())
+    if not reference_complete(spec):
+        return {}
+    particles = synthetic_particles(n_rows, seed)
+    particles["rng_key"] = rng_keys(seed, np.zeros(n_rows, np.int64), np.arange(n_rows)).reshape(-1, 1)
+    per_step = step_inputs(Repository(REFERENCE_REPOSITORY, "reference", spec), particles)
+    return {name: next(iter(feeds.values())) for name, feeds in per_step.items() if len(feeds) == 1}
+
+
+def from_pickles(directory: Path, n_rows: int, seed: int) -> tuple[dict[str, tuple[Any, np.ndarray]], str]:
+    """Fitted classifiers pickled as ``<name>.pkl`` (others are listed and skipped), and whose inputs."""
     models: dict[str, tuple[Any, np.ndarray]] = {}
+    realistic = ensemble_features(n_rows, seed)
+    fed: dict[str, str] = {}
     for path in sorted(directory.glob("*.pkl")):
         with path.open("rb") as f:
             model = pickle.load(f)
@@ -89,8 +111,17 @@ def from_pickles(directory: Path, n_rows: int, seed: int) -> dict[str, tuple[Any
         except GBDTConversionError as exc:
             print(f"skipping {path.name}: {exc}", file=sys.stderr)
             continue
-        models[path.stem] = (model, synthetic(n_rows, int(model.n_features_in_), seed))
-    return models
+        rows = realistic.get(path.stem)
+        fed[path.stem] = "ensemble features"
+        if rows is None or rows.shape[1] != model.n_features_in_:
+            fed[path.stem] = "synthetic rows"
+            rows = synthetic(n_rows, int(model.n_features_in_), seed)
+        models[path.stem] = (model, np.ascontiguousarray(rows, dtype=np.float32))
+    inputs = ", ".join(f"{name}: {how}" for name, how in fed.items())
+    return models, (
+        f"inputs ({inputs}; ensemble features = {n_rows:,} gun particles run through "
+        "model_repository/ in-process, each model fed what it receives inside the ensemble)"
+    )
 
 
 def n_trees(model: Any) -> int:
@@ -143,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     batches = [int(b) for b in args.batch_sizes.split(",")]
     implementations = args.implementations.split(",")
 
-    models = from_pickles(args.models, args.train_rows, args.seed) if args.models else {}
-    source = f"pickled models from {args.models}" if models else "Lamarr-sized stand-ins (synthetic data)"
+    models, inputs = from_pickles(args.models, args.train_rows, args.seed) if args.models else ({}, "")
+    source = f"pickled models from {args.models}, {inputs}"
+    if not models:
+        source = "Lamarr-sized stand-ins (synthetic data)"
     if not models:
         if args.models:
             print(f"no GBDT pickles in {args.models}; using stand-ins", file=sys.stderr)

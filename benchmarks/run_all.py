@@ -38,6 +38,7 @@ from tritonclient.utils import InferenceServerException
 from ufsim_serve import LocalTriton
 
 GBDT_SPEED = ROOT / "benchmarks" / "gbdt_speed.py"
+TRAINED_GBDTS = ROOT / "export" / "models"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,8 +74,10 @@ def log(message: str) -> None:
 
 
 def run_gbdt_speed(quick: bool) -> int:
-    """benchmarks/gbdt_speed.py (another engineer's benchmark), with --quick when it takes it."""
+    """benchmarks/gbdt_speed.py on the trained GBDTs (export/models) when present; --quick when asked."""
     cmd = [sys.executable, str(GBDT_SPEED)]
+    if any(TRAINED_GBDTS.glob("*.pkl")):
+        cmd += ["--models", str(TRAINED_GBDTS)]
     if quick:
         helptext = subprocess.run([*cmd, "--help"], capture_output=True, text=True).stdout
         if "--quick" in helptext:

@@ -129,7 +129,7 @@ def test_split_between_adjacent_float32_values_is_exact(family: str) -> None:
         model.set_params(min_data_in_bin=1, min_child_samples=1)
     model.fit(X, y)
     assert model.predict_proba(X[x0 == b])[:, 1].min() > 0.5 > model.predict_proba(X[x0 == a])[:, 1].max()
-    for implementation in ("perf_tree_trav", "gemm"):
+    for implementation in ("perf_tree_trav", "gemm", "native"):
         onnx_model = gbdt_to_onnx(model, X[:8], implementation=implementation)
         verify_classifier(model, onnx_model, X, batch_sizes=(1000,), name=f"{family}-{implementation}")
 

@@ -4,10 +4,13 @@ and a particle's outputs do not depend on the batch it travels in."""
 from __future__ import annotations
 
 import filecmp
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
 from ufsim_export.inprocess import InProcessPipeline
@@ -97,3 +100,62 @@ def test_different_keys_give_different_samples(spec: PipelineSpec, toy_repositor
     both = (out_a["track_type"] > 0) & (out_b["track_type"] > 0)
     assert both.sum() > 100
     assert not np.array_equal(out_a["track_state"][both.ravel()], out_b["track_state"][both.ravel()])
+
+
+@pytest.fixture(scope="module")
+def cpu_repository(
+    spec: PipelineSpec, toy_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The toy repository with its GBDTs re-converted to ONNX-ML TreeEnsemble (CPU-only deployments)."""
+    models = toy_repository.parent / f"{toy_repository.name}-toy-models"
+    out = tmp_path_factory.mktemp("cpu") / "model_repository"
+    return write_repository(spec, models, out, gbdt_implementation="native")
+
+
+def test_native_gbdts_give_the_same_probabilities(
+    spec: PipelineSpec, toy_repository: Path, cpu_repository: Path
+) -> None:
+    inputs = _inputs(5000, seed=3)
+    session = ort.InferenceSession(str(toy_repository / "features" / "1" / "model.onnx"))
+    names = [o.name for o in session.get_outputs()]
+    features = dict(
+        zip(names, session.run(None, {i.name: inputs[i.name] for i in session.get_inputs()}), strict=True)
+    )
+    for step in (s for s in spec.steps if s.kind == "gbdt"):
+        native = onnx.load(cpu_repository / step.name / "1" / "model.onnx")
+        assert "TreeEnsembleClassifier" in {node.op_type for node in native.graph.node}
+        manifest = json.loads((cpu_repository / step.name / "manifest.json").read_text())
+        assert manifest["deployed_implementation"] == "native"
+        probabilities = []
+        for repository in (toy_repository, cpu_repository):
+            s = ort.InferenceSession(str(repository / step.name / "1" / "model.onnx"))
+            probabilities.append(s.run(None, {i.name: features[i.name] for i in s.get_inputs()})[0])
+        np.testing.assert_allclose(probabilities[1], probabilities[0], atol=1e-5, err_msg=step.name)
+    out = InProcessPipeline(cpu_repository, spec)(inputs)
+    assert {int(t) for t in np.unique(out["track_type"])} >= {-1, 0, 3}
+
+
+def test_unknown_gbdt_implementation_is_refused_before_building(spec: PipelineSpec, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"'fast' is not accepted; use one of perf_tree_trav, .*native"):
+        write_repository(spec, tmp_path, tmp_path / "out", gbdt_implementation="fast")
+    assert not (tmp_path / "out").exists()
+
+
+def test_native_gbdts_need_the_fitted_models(
+    spec: PipelineSpec, toy_repository: Path, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(toy_repository.parent / f"{toy_repository.name}-toy-models", models)
+    (models / "acceptance.pkl").unlink()
+    with pytest.raises(FileNotFoundError, match=r"step 'acceptance': .*acceptance\.pkl"):
+        write_repository(spec, models, tmp_path / "out", gbdt_implementation="native")
+    assert not (tmp_path / "out").exists()
+
+
+def test_native_repository_runs_in_onnxruntime_1_19_2(cpu_repository: Path, tmp_path: Path) -> None:
+    from test_ort_compat import _ort119, _run
+
+    models = sorted(cpu_repository.glob("*/1/model.onnx"))
+    report = _run(_ort119(), [{"path": str(path)} for path in models], tmp_path)
+    failures = {Path(p).parent.parent.name: r for p, r in report["results"].items() if r != "ok"}
+    assert len(report["results"]) == len(models) and not failures, failures

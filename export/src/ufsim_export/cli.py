@@ -34,9 +34,26 @@ def _configs(args: argparse.Namespace) -> int:
 
 
 def _repository(args: argparse.Namespace) -> int:
-    from .repository import write_repository
+    from .repository import check_gbdt_implementation, write_repository
 
-    out = write_repository(load_spec(args.spec), args.models, args.out, repository_version=args.version)
+    try:
+        check_gbdt_implementation(args.gbdt_implementation)
+    except ValueError as err:
+        print(f"ufsim-export: error: --gbdt-implementation: {err}", file=sys.stderr)
+        return 2
+    from .verify import VerificationError
+
+    try:
+        out = write_repository(
+            load_spec(args.spec),
+            args.models,
+            args.out,
+            repository_version=args.version,
+            gbdt_implementation=args.gbdt_implementation,
+        )
+    except VerificationError as err:
+        print(f"ufsim-export: error: {err}\nnothing was written to {args.out}", file=sys.stderr)
+        return 1
     print(f"wrote {out}")
     return 0
 
@@ -94,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=Path("model_repository"))
     p.add_argument("--version", default=None, help="repository version (default: hash of the models)")
+    p.add_argument(
+        "--gbdt-implementation",
+        default=None,
+        help="re-convert the GBDTs from <step>.pkl: 'native' (ONNX-ML TreeEnsemble, 2-3x faster on CPU, "
+        "CPU-only) or a Hummingbird implementation: perf_tree_trav, tree_trav, gemm "
+        "(default: deploy <step>.onnx as trained)",
+    )
     p.set_defaults(func=_repository)
     p = sub.add_parser("toy-models", help="train small stand-in models (tests)")
     p.add_argument("--out", type=Path, required=True)

@@ -260,7 +260,7 @@ def adapt_learnt(spec: PipelineSpec, step: StepSpec, raw: onnx.ModelProto) -> on
     b.adopt(graph.node)
     b.initializers.extend(graph.initializer)
     b.output(produced, out.name, out.dtype, out.width)
-    model = b.build(doc=f"ufsim learnt step {step.name!r} ({step.kind}), adapted to the pipeline spec")
-    extra = [o for o in raw.opset_import if o.domain not in ("", "ai.onnx")]
-    model.opset_import.extend(extra)
-    return model
+    return b.build(
+        doc=f"ufsim learnt step {step.name!r} ({step.kind}), adapted to the pipeline spec",
+        extra_opsets=[o for o in raw.opset_import if o.domain not in ("", "ai.onnx")],
+    )

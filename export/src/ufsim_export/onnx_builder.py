@@ -92,11 +92,15 @@ class GraphBuilder:
         """Cast to a Triton-named dtype (bit-preserving between INT64 and UINT64)."""
         return self.op("Cast", x, to=ONNX_TYPES[dtype])
 
-    def build(self, *, doc: str = "") -> onnx.ModelProto:
-        """Emit the model, checked by the ONNX checker."""
+    def build(
+        self, *, doc: str = "", extra_opsets: Sequence[onnx.OperatorSetIdProto] = ()
+    ) -> onnx.ModelProto:
+        """Emit the model, checked by the ONNX checker; ``extra_opsets``: other domains' imports."""
         graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
         model = helper.make_model(
-            graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="ufsim-export"
+            graph,
+            opset_imports=[helper.make_opsetid("", OPSET), *extra_opsets],
+            producer_name="ufsim-export",
         )
         model.ir_version = IR_VERSION
         model.doc_string = doc

@@ -7,12 +7,19 @@ Layout written (DESIGN.md):
 
 Configs are generated, never hand-edited: ``tests/export/test_repository.py`` regenerates them and
 diffs against the committed files.
+
+GBDT steps deploy ``<models>/<step>.onnx`` as trained (Hummingbird ``perf_tree_trav``: dense tensor
+algebra that also runs on GPUs). ``gbdt_implementation="native"`` re-converts the fitted model
+``<models>/<step>.pkl`` to ONNX-ML TreeEnsemble instead, 2-3x faster on CPU
+(``benchmarks/results/gbdt_speed.md``) but CPU-only, and verifies it on feature rows of the served
+``features`` graph before writing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -115,7 +122,9 @@ def check_model_io(spec: PipelineSpec, step: StepSpec, model: onnx.ModelProto) -
                 )
 
 
-def build_step_model(spec: PipelineSpec, step: StepSpec, models_dir: Path | None) -> onnx.ModelProto:
+def build_step_model(
+    spec: PipelineSpec, step: StepSpec, models_dir: Path | None, *, gbdt_implementation: str | None = None
+) -> onnx.ModelProto:
     """The deployable ONNX model of one step: generated graph, or an adapted learnt model."""
     if step.kind == "graph":
         model = build_graph_step(spec, step)
@@ -126,9 +135,46 @@ def build_step_model(spec: PipelineSpec, step: StepSpec, models_dir: Path | None
                 f"step {step.name!r} needs a learnt model at {raw_path}; run `make train` "
                 f"(or `ufsim-export toy-models` for small test models)"
             )
-        model = adapt_learnt(spec, step, onnx.load(raw_path))
+        if step.kind == "gbdt" and gbdt_implementation is not None:
+            raw = reconvert_gbdt(spec, step, models_dir, gbdt_implementation)
+        else:
+            raw = onnx.load(raw_path)
+        model = adapt_learnt(spec, step, raw)
     check_model_io(spec, step, model)
     return model
+
+
+def check_gbdt_implementation(implementation: str | None) -> None:
+    """Refuse an unknown GBDT implementation before anything is built."""
+    from .convert.gbdt import IMPLEMENTATIONS
+
+    if implementation is not None and implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"gbdt_implementation {implementation!r} is not accepted; use one of {', '.join(IMPLEMENTATIONS)}"
+        )
+
+
+def reconvert_gbdt(
+    spec: PipelineSpec, step: StepSpec, models_dir: Path, implementation: str, *, n_rows: int = 20_000
+) -> onnx.ModelProto:
+    """Convert the fitted ``<step>.pkl`` with ``implementation``, verified on served feature rows."""
+    from .convert.gbdt import gbdt_to_onnx
+    from .toy import compute_features, gbdt_inputs, synthetic_particles
+    from .verify import verify_classifier
+
+    check_gbdt_implementation(implementation)
+    path = models_dir / f"{step.name}.pkl"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"step {step.name!r}: gbdt_implementation={implementation!r} needs the fitted model {path} "
+            "(written by `make train`)"
+        )
+    with path.open("rb") as f:
+        model = pickle.load(f)
+    rows = gbdt_inputs(step, compute_features(spec, synthetic_particles(n_rows, seed=0)))
+    raw = gbdt_to_onnx(model, rows[:256], implementation=implementation)
+    verify_classifier(model, raw, rows, name=step.name)
+    return raw
 
 
 def _sha256(path: Path) -> str:
@@ -152,16 +198,26 @@ def write_configs(spec: PipelineSpec, out: Path) -> list[Path]:
 
 
 def write_repository(
-    spec: PipelineSpec, models_dir: Path | None, out: Path, *, repository_version: str | None = None
+    spec: PipelineSpec,
+    models_dir: Path | None,
+    out: Path,
+    *,
+    repository_version: str | None = None,
+    gbdt_implementation: str | None = None,
 ) -> Path:
-    """Build every step, then replace ``out`` atomically with the complete repository."""
+    """Build every step, then replace ``out`` atomically with the complete repository.
+
+    ``gbdt_implementation``: None deploys the GBDTs as trained; "native" (CPU-only deployments) or
+    another Hummingbird implementation re-converts them from ``<step>.pkl``.
+    """
+    check_gbdt_implementation(gbdt_implementation)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         checksums: dict[str, str] = {}
         for step in spec.steps:
-            model = build_step_model(spec, step, models_dir)
+            model = build_step_model(spec, step, models_dir, gbdt_implementation=gbdt_implementation)
             path = staging / step.name / "1" / "model.onnx"
             path.parent.mkdir(parents=True)
             onnx.save(model, path)
@@ -170,6 +226,8 @@ def write_repository(
             if step.kind != "graph" and manifest_src is not None and manifest_src.is_file():
                 manifest = json.loads(manifest_src.read_text())
                 manifest["deployed_model_sha256"] = checksums[step.name]
+                if step.kind == "gbdt" and gbdt_implementation is not None:
+                    manifest["deployed_implementation"] = gbdt_implementation
                 manifest["raw_model_sha256"] = _sha256(models_dir / f"{step.name}.onnx")  # type: ignore[operator]
                 (staging / step.name / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         write_configs(spec, staging)

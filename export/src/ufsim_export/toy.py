@@ -9,6 +9,7 @@ every code path of the service; they are not detector models.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,8 @@ def _labels(step: StepSpec, feats: dict[str, np.ndarray], rng: np.random.Generat
     raise KeyError(f"no toy labels for GBDT step {step.name!r}")
 
 
-def _gbdt_inputs(spec: PipelineSpec, step: StepSpec, feats: dict[str, np.ndarray]) -> np.ndarray:
+def gbdt_inputs(step: StepSpec, feats: dict[str, np.ndarray]) -> np.ndarray:
+    """The feature matrix a GBDT step receives, from the ``features`` graph's outputs."""
     parts = []
     for ref in step.tensor_inputs:
         x = feats[ref.name]
@@ -119,10 +121,11 @@ def train_toy_models(
     rng = np.random.default_rng(seed)
     for i, step in enumerate(spec.learnt_steps()):
         if step.kind == "gbdt":
-            X = _gbdt_inputs(spec, step, feats)
+            X = gbdt_inputs(step, feats)
             y = _labels(step, feats, rng)
             clf = HistGradientBoostingClassifier(max_iter=8, max_depth=3, random_state=seed).fit(X, y)
             model = gbdt_to_onnx(clf, X[:64])
+            (out_dir / f"{step.name}.pkl").write_bytes(pickle.dumps(clf))
         else:
             module = _toy_generator(spec, step, seed + i)
             assert step.noise_dim is not None

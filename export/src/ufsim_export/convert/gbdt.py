@@ -20,7 +20,8 @@ Implementations:
   graph is checked to contain no axis-less ``Squeeze``.
 - ``native``: ONNX-ML ``TreeEnsembleClassifier`` through skl2onnx (scikit-learn) or onnxmltools
   (LightGBM, XGBoost). ONNX Runtime implements it on CPU only: the documented option for CPU-only
-  deployments (see ``benchmarks/results/gbdt_speed.md``), not for GPUs.
+  deployments (see ``benchmarks/results/gbdt_speed.md``), not for GPUs. The converters round float64
+  split thresholds to nearest; they are replaced by :func:`float32_thresholds` of the originals.
 """
 
 from __future__ import annotations
@@ -284,7 +285,69 @@ def _native(model: Any, family: str, n_features: int, opset: int) -> onnx.ModelP
         raise GBDTConversionError(f"native: expected one FP32 [N, n_classes] output, got {names}")
     keep_outputs(onnx_model, probs)
     rename_tensor(onnx_model, probs[0], OUTPUT_NAME)
+    if family != "xgboost":  # XGBoost splits float32 inputs on float32 thresholds already
+        _exact_native_thresholds(onnx_model, _float64_thresholds(model, family))
     return _normalise_opsets(onnx_model, opset)
+
+
+def _float64_thresholds(model: Any, family: str) -> dict[int, np.ndarray]:
+    """Feature index -> every float64 ``<=`` split threshold of the fitted model on that feature."""
+    found: dict[int, list[float]] = {}
+    if family == "sklearn-gb":
+        for estimator in np.ravel(model.estimators_):
+            tree = estimator.tree_
+            for feature, threshold in zip(tree.feature, tree.threshold, strict=True):
+                if feature >= 0:
+                    found.setdefault(int(feature), []).append(float(threshold))
+    elif family == "sklearn-hgb":
+        for predictor in (p for per_class in model._predictors for p in per_class):
+            for node in predictor.nodes[~predictor.nodes["is_leaf"].astype(bool)]:
+                found.setdefault(int(node["feature_idx"]), []).append(float(node["num_threshold"]))
+    else:
+        stack = [info["tree_structure"] for info in model.booster_.dump_model()["tree_info"]]
+        while stack:
+            node = stack.pop()
+            if "split_feature" not in node:
+                continue
+            if node.get("decision_type", "<=") != "<=":
+                raise GBDTConversionError(f"native: split {node['decision_type']!r} is not supported")
+            found.setdefault(int(node["split_feature"]), []).append(float(node["threshold"]))
+            stack += [node["left_child"], node["right_child"]]
+    return {feature: np.unique(values) for feature, values in found.items()}
+
+
+def _exact_native_thresholds(onnx_model: onnx.ModelProto, thresholds: dict[int, np.ndarray]) -> None:
+    """Give every ``BRANCH_LEQ`` node the float32 threshold that splits float32 inputs like the original.
+
+    A node's float64 original is found by feature and by its value (rounded to nearest, or already
+    corrected); the fix is refused when two such originals need different float32 thresholds.
+    """
+    exact = {
+        feature: (t.astype(np.float32), np.asarray(float32_thresholds(t, "<=")))
+        for feature, t in thresholds.items()
+    }
+    for node in onnx_model.graph.node:
+        if not node.op_type.startswith("TreeEnsemble"):
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        modes = [m.decode() for m in attrs["nodes_modes"].strings]
+        if set(modes) - {"BRANCH_LEQ", "LEAF"}:
+            raise GBDTConversionError(f"native: node modes {sorted(set(modes))}, expected BRANCH_LEQ")
+        values = np.asarray(attrs["nodes_values"].floats, dtype=np.float32)
+        for i, (mode, feature) in enumerate(zip(modes, attrs["nodes_featureids"].ints, strict=True)):
+            if mode == "LEAF":
+                continue
+            rounded, corrected = exact[int(feature)]
+            # converters round to nearest (onnxmltools) or already round down (skl2onnx)
+            candidates = np.unique(corrected[(rounded == values[i]) | (corrected == values[i])])
+            if len(candidates) != 1:
+                raise GBDTConversionError(
+                    f"native: cannot restore the float64 threshold of feature {feature} near {values[i]!r} "
+                    f"({len(candidates)} candidates)"
+                )
+            values[i] = candidates[0]
+        attrs["nodes_values"].ClearField("floats")
+        attrs["nodes_values"].floats.extend(values.tolist())
 
 
 def _normalise_opsets(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
