@@ -56,6 +56,7 @@ def _check_artifacts(directory: Path) -> None:
         assert manifest["data"]["generator"] == "ufsim_export.calibration.generate"
         assert len(manifest["data"]["data_sha256"]) == 64
         assert {"seed", "size"} <= set(manifest["data"])
+        assert manifest["seed"] == 1
         assert {"git_commit", "libraries", "training_seconds", "validation", "conversion_fidelity"} <= set(
             manifest
         )

@@ -317,8 +317,9 @@ def is_muon_efficiency(frame: pd.DataFrame, probability: np.ndarray) -> dict[str
     return {"p_bins_gev": list(P_BINS_GEV), "efficiency": table}
 
 
-def _base_manifest(inputs: Sequence[str], data: dict[str, Any], seconds: float) -> dict[str, Any]:
+def _base_manifest(inputs: Sequence[str], data: dict[str, Any], seconds: float, seed: int) -> dict[str, Any]:
     return {
+        "seed": seed,
         "inputs": {"columns": list(inputs)},
         "data": {"generator": "ufsim_export.calibration.generate", **data},
         "git_commit": git_commit(),
@@ -367,6 +368,7 @@ def train_is_muon(out_dir: Path, *, seed: int, quick: bool) -> Path:
             "validation_seed": data_seed + 1,
         },
         seconds,
+        seed,
     )
     manifest |= {"classes": ["not_muon", "muon"], "max_depth": GBDT_MAX_DEPTH, "validation": metrics}
     path, _ = save_gbdt(model, out_dir, "is_muon", features=xv, manifest=manifest)
@@ -463,7 +465,7 @@ def train_generator_step(step: str, out_dir: Path, *, seed: int, quick: bool) ->
     if step == "global_pid":
         probnn = sample_generator(module, val_frame[inputs].to_numpy(np.float32), seed=seed + 6)[:, 4:]
         metrics["probnn_sum"] = {"mean": float(probnn.sum(1).mean()), "std": float(probnn.sum(1).std())}
-    manifest = _base_manifest(inputs, data, seconds)
+    manifest = _base_manifest(inputs, data, seconds, seed)
     manifest |= {
         "outputs": {"columns": outputs},
         "architecture": {"class": type(module).__name__, **(module.extra_state())},
