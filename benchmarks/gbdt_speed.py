@@ -6,8 +6,8 @@ reported figure is the median rows/s over ``--repeats``. Every ONNX model is fir
 ``predict_proba`` (max abs error <= 1e-5) so only correct graphs are timed.
 
 Models: pickled fitted classifiers from ``--models DIR`` (``*.pkl``) when given and present, fed
-the features they see inside the ensemble (gun particles through the reference ``model_repository/``
-in-process) when that repository is complete, else synthetic rows; otherwise Lamarr-sized stand-ins
+the features they see inside the ensemble (gun particles through the spec's ``features`` graph) when
+the pickle is a pipeline step, else synthetic rows; otherwise Lamarr-sized stand-ins
 (4-class LightGBM and HistGradientBoosting, 100 trees per class, depth 6, 12 features; a binary
 LightGBM). Writes ``gbdt_speed.csv``, ``gbdt_speed.png`` and
 ``gbdt_speed.md`` under ``--out``.
@@ -40,6 +40,8 @@ from ufsim_export.convert import (
     max_tree_depth,
     model_family,
 )
+from ufsim_export.spec import default_spec_path, load_spec
+from ufsim_export.toy import served_gbdt_rows
 from ufsim_export.verify import verify_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,28 +82,10 @@ def stand_ins(n_train: int, seed: int) -> dict[str, tuple[Any, np.ndarray]]:
     }
 
 
-def ensemble_features(n_rows: int, seed: int) -> dict[str, np.ndarray]:
-    """Step name -> the feature rows it receives inside the reference ensemble ({} if incomplete)."""
-    from serving.common import REFERENCE_REPOSITORY, Repository, reference_complete
-    from serving.inputs import step_inputs
-
-    from ufsim_client.keys import rng_keys
-    from ufsim_export.spec import default_spec_path, load_spec
-    from ufsim_export.toy import synthetic_particles
-
-    spec = load_spec(default_spec_path())
-    if not reference_complete(spec):
-        return {}
-    particles = synthetic_particles(n_rows, seed)
-    particles["rng_key"] = rng_keys(seed, np.zeros(n_rows, np.int64), np.arange(n_rows)).reshape(-1, 1)
-    per_step = step_inputs(Repository(REFERENCE_REPOSITORY, "reference", spec), particles)
-    return {name: next(iter(feeds.values())) for name, feeds in per_step.items() if len(feeds) == 1}
-
-
 def from_pickles(directory: Path, n_rows: int, seed: int) -> tuple[dict[str, tuple[Any, np.ndarray]], str]:
     """Fitted classifiers pickled as ``<name>.pkl`` (others are listed and skipped), and whose inputs."""
     models: dict[str, tuple[Any, np.ndarray]] = {}
-    realistic = ensemble_features(n_rows, seed)
+    realistic = served_gbdt_rows(load_spec(default_spec_path()), n_rows, seed)
     fed: dict[str, str] = {}
     for path in sorted(directory.glob("*.pkl")):
         with path.open("rb") as f:
@@ -119,8 +103,8 @@ def from_pickles(directory: Path, n_rows: int, seed: int) -> tuple[dict[str, tup
         models[path.stem] = (model, np.ascontiguousarray(rows, dtype=np.float32))
     inputs = ", ".join(f"{name}: {how}" for name, how in fed.items())
     return models, (
-        f"inputs ({inputs}; ensemble features = {n_rows:,} gun particles run through "
-        "model_repository/ in-process, each model fed what it receives inside the ensemble)"
+        f"inputs ({inputs}; ensemble features = {n_rows:,} gun particles run through the spec's "
+        "`features` graph, each model fed the columns it receives inside the ensemble)"
     )
 
 
@@ -178,7 +162,6 @@ def main(argv: list[str] | None = None) -> int:
     source = f"pickled models from {args.models}, {inputs}"
     if not models:
         source = "Lamarr-sized stand-ins (synthetic data)"
-    if not models:
         if args.models:
             print(f"no GBDT pickles in {args.models}; using stand-ins", file=sys.stderr)
         models = stand_ins(args.train_rows, args.seed)

@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--gbdt-implementation",
         default=None,
-        help="re-convert the GBDTs from <step>.pkl: 'native' (ONNX-ML TreeEnsemble, 2-3x faster on CPU, "
+        help="re-convert the GBDTs from <step>.pkl: 'native' (ONNX-ML TreeEnsemble, about 2x faster on CPU, "
         "CPU-only) or a Hummingbird implementation: perf_tree_trav, tree_trav, gemm "
         "(default: deploy <step>.onnx as trained)",
     )

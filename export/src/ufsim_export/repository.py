@@ -10,7 +10,7 @@ diffs against the committed files.
 
 GBDT steps deploy ``<models>/<step>.onnx`` as trained (Hummingbird ``perf_tree_trav``: dense tensor
 algebra that also runs on GPUs). ``gbdt_implementation="native"`` re-converts the fitted model
-``<models>/<step>.pkl`` to ONNX-ML TreeEnsemble instead, 2-3x faster on CPU
+``<models>/<step>.pkl`` to ONNX-ML TreeEnsemble instead, about 2x faster on CPU
 (``benchmarks/results/gbdt_speed.md``) but CPU-only, and verifies it on feature rows of the served
 ``features`` graph before writing.
 """
@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from .graphs import adapt_learnt, build_graph_step
@@ -123,9 +124,18 @@ def check_model_io(spec: PipelineSpec, step: StepSpec, model: onnx.ModelProto) -
 
 
 def build_step_model(
-    spec: PipelineSpec, step: StepSpec, models_dir: Path | None, *, gbdt_implementation: str | None = None
+    spec: PipelineSpec,
+    step: StepSpec,
+    models_dir: Path | None,
+    *,
+    gbdt_implementation: str | None = None,
+    gbdt_rows: dict[str, np.ndarray] | None = None,
 ) -> onnx.ModelProto:
-    """The deployable ONNX model of one step: generated graph, or an adapted learnt model."""
+    """The deployable ONNX model of one step: generated graph, or an adapted learnt model.
+
+    With ``gbdt_implementation``, a GBDT is re-converted and verified on ``gbdt_rows[step]`` (default:
+    :func:`~ufsim_export.toy.served_gbdt_rows` of 20,000 gun particles).
+    """
     if step.kind == "graph":
         model = build_graph_step(spec, step)
     else:
@@ -136,7 +146,8 @@ def build_step_model(
                 f"(or `ufsim-export toy-models` for small test models)"
             )
         if step.kind == "gbdt" and gbdt_implementation is not None:
-            raw = reconvert_gbdt(spec, step, models_dir, gbdt_implementation)
+            rows = (gbdt_rows or _served_gbdt_rows(spec))[step.name]
+            raw = reconvert_gbdt(step, models_dir, gbdt_implementation, rows)
         else:
             raw = onnx.load(raw_path)
         model = adapt_learnt(spec, step, raw)
@@ -154,15 +165,20 @@ def check_gbdt_implementation(implementation: str | None) -> None:
         )
 
 
+def _served_gbdt_rows(spec: PipelineSpec) -> dict[str, np.ndarray]:
+    """Realistic rows to verify re-converted GBDTs on: served features of 20,000 gun particles."""
+    from .toy import served_gbdt_rows
+
+    return served_gbdt_rows(spec, 20_000, seed=0)
+
+
 def reconvert_gbdt(
-    spec: PipelineSpec, step: StepSpec, models_dir: Path, implementation: str, *, n_rows: int = 20_000
+    step: StepSpec, models_dir: Path, implementation: str, rows: np.ndarray
 ) -> onnx.ModelProto:
-    """Convert the fitted ``<step>.pkl`` with ``implementation``, verified on served feature rows."""
+    """Convert the fitted ``<step>.pkl`` with ``implementation``, verified on ``rows``."""
     from .convert.gbdt import gbdt_to_onnx
-    from .toy import compute_features, gbdt_inputs, synthetic_particles
     from .verify import verify_classifier
 
-    check_gbdt_implementation(implementation)
     path = models_dir / f"{step.name}.pkl"
     if not path.is_file():
         raise FileNotFoundError(
@@ -171,7 +187,6 @@ def reconvert_gbdt(
         )
     with path.open("rb") as f:
         model = pickle.load(f)
-    rows = gbdt_inputs(step, compute_features(spec, synthetic_particles(n_rows, seed=0)))
     raw = gbdt_to_onnx(model, rows[:256], implementation=implementation)
     verify_classifier(model, raw, rows, name=step.name)
     return raw
@@ -211,13 +226,16 @@ def write_repository(
     another Hummingbird implementation re-converts them from ``<step>.pkl``.
     """
     check_gbdt_implementation(gbdt_implementation)
+    gbdt_rows = _served_gbdt_rows(spec) if gbdt_implementation is not None else None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         checksums: dict[str, str] = {}
         for step in spec.steps:
-            model = build_step_model(spec, step, models_dir, gbdt_implementation=gbdt_implementation)
+            model = build_step_model(
+                spec, step, models_dir, gbdt_implementation=gbdt_implementation, gbdt_rows=gbdt_rows
+            )
             path = staging / step.name / "1" / "model.onnx"
             path.parent.mkdir(parents=True)
             onnx.save(model, path)

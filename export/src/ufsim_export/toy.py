@@ -96,6 +96,12 @@ def gbdt_inputs(step: StepSpec, feats: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
+def served_gbdt_rows(spec: PipelineSpec, n: int, seed: int) -> dict[str, np.ndarray]:
+    """GBDT step name -> the feature rows it receives in the ensemble, for ``n`` gun particles."""
+    feats = compute_features(spec, synthetic_particles(n, seed))
+    return {step.name: gbdt_inputs(step, feats) for step in spec.learnt_steps() if step.kind == "gbdt"}
+
+
 def _toy_generator(spec: PipelineSpec, step: StepSpec, seed: int) -> ResidualGenerator:
     torch.manual_seed(seed)
     assert step.noise_dim is not None
