@@ -17,7 +17,7 @@ from ufsim_export.inprocess import InProcessPipeline
 from ufsim_export.repository import check_model_io, write_configs, write_repository
 from ufsim_export.rng import mix64
 from ufsim_export.spec import PipelineSpec, SpecError
-from ufsim_export.toy import synthetic_particles
+from ufsim_export.toy import compute_features, synthetic_particles
 
 
 def test_committed_configs_are_generated(spec: PipelineSpec, repo_root: Path, tmp_path: Path) -> None:
@@ -116,11 +116,7 @@ def test_native_gbdts_give_the_same_probabilities(
     spec: PipelineSpec, toy_repository: Path, cpu_repository: Path
 ) -> None:
     inputs = _inputs(5000, seed=3)
-    session = ort.InferenceSession(str(toy_repository / "features" / "1" / "model.onnx"))
-    names = [o.name for o in session.get_outputs()]
-    features = dict(
-        zip(names, session.run(None, {i.name: inputs[i.name] for i in session.get_inputs()}), strict=True)
-    )
+    features = compute_features(spec, inputs)
     for step in (s for s in spec.steps if s.kind == "gbdt"):
         native = onnx.load(cpu_repository / step.name / "1" / "model.onnx")
         assert "TreeEnsembleClassifier" in {node.op_type for node in native.graph.node}
