@@ -18,7 +18,6 @@ import platform
 import shlex
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ import matplotlib
 import numpy as np
 import onnx
 import onnxruntime as ort
+from timing import rows_per_second
 
 from ufsim_export import elementary as el
 from ufsim_export.onnx_builder import GraphBuilder
@@ -89,15 +89,6 @@ def session(m: onnx.ModelProto) -> ort.InferenceSession:
 def feeds_for(s: ort.InferenceSession, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     used = {i.name for i in s.get_inputs()}
     return {k: v for k, v in data.items() if k in used}
-
-
-def rows_per_second(s: ort.InferenceSession, feeds: dict[str, np.ndarray], min_time: float) -> float:
-    s.run(None, feeds)
-    calls, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < min_time or calls == 0:
-        s.run(None, feeds)
-        calls += 1
-    return calls * len(next(iter(feeds.values()))) / elapsed
 
 
 def position_dependent(s: ort.InferenceSession, feeds: dict[str, np.ndarray], rows: int = 4099) -> bool:

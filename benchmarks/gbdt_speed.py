@@ -24,13 +24,13 @@ import platform
 import shlex
 import statistics
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from timing import rows_per_second
 from tqdm import tqdm
 
 from ufsim_export.convert import (
@@ -120,19 +120,6 @@ def n_trees(model: Any) -> int:
     return len(model.get_booster().get_dump())
 
 
-def rows_per_second(session: ort.InferenceSession, x: np.ndarray, min_time: float) -> float:
-    """Rows/s of repeated ``session.run`` on one batch for at least ``min_time`` seconds."""
-    feed = {"features": x}
-    session.run(None, feed)
-    calls, start = 0, time.perf_counter()
-    while True:
-        session.run(None, feed)
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_time:
-            return calls * len(x) / elapsed
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -191,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                 for batch in batches:
                     x = np.ascontiguousarray(np.resize(X, (batch, X.shape[1])))
                     for impl in implementations:
-                        rate = rows_per_second(sessions[(name, impl)], x, args.min_time)
+                        rate = rows_per_second(sessions[(name, impl)], {"features": x}, args.min_time)
                         results.setdefault((name, impl, batch), []).append(rate)
                         bar.update()
 
