@@ -156,9 +156,9 @@ class _Server:
         with self._lock:
             pending = list(self.running)
         for call in pending:
-            if not call.done.wait(max(0.0, deadline - time.monotonic())):
-                log.warning("%s: closing with %d calls still running on the server", self.url, len(pending))
-                break
+            call.done.wait(max(0.0, deadline - time.monotonic()))
+        if unanswered := sum(not call.done.is_set() for call in pending):
+            log.warning("%s: closing with %d calls still running on the server", self.url, unanswered)
         self.client.close()
 
     def fetch_contract(self, model: str, timeout: float) -> Contract:
