@@ -74,8 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--crossing",
         choices=("event", "file"),
-        default="event",
-        help="HepMC: one event per GenEvent (default) or per file (bunch crossing)",
+        default="file",
+        help="HepMC: one event per file (a bunch crossing of several collisions, as LHCb writes them; "
+        "default) or one per GenEvent",
     )
     sim.add_argument(
         "--retry-timeout",

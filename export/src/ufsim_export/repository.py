@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from . import pv
 from .graphs import adapt_learnt, build_graph_step
 from .onnx_builder import ONNX_TYPES
 from .spec import PipelineSpec, SpecError, StepSpec, TensorSpec
@@ -209,6 +210,7 @@ def write_configs(spec: PipelineSpec, out: Path) -> list[Path]:
     (out / spec.name / "1" / ".gitkeep").touch()  # an ensemble's version directory is empty but required
     path.write_text(ensemble_config(spec))
     written.append(path)
+    written.append(pv.write_config(out))
     return written
 
 
@@ -248,6 +250,7 @@ def write_repository(
                     manifest["deployed_implementation"] = gbdt_implementation
                 manifest["raw_model_sha256"] = _sha256(models_dir / f"{step.name}.onnx")  # type: ignore[operator]
                 (staging / step.name / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        checksums[pv.MODEL_NAME] = _sha256(pv.write_model(staging))
         write_configs(spec, staging)
         version = (
             repository_version

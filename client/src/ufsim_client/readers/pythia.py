@@ -66,34 +66,73 @@ def _pythia(card: str | os.PathLike[str] | None, seed: int) -> Any:
     return pythia
 
 
+def _record(event: Any, counter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Final-state (pid, momentum [MeV], origin [mm], links to the record) of a Pythia event record."""
+    pid, momentum, origin, key, mother_id, mother_key = [], [], [], [], [], []
+    for index in range(event.size()):
+        particle = event[index]
+        if particle.isFinal():
+            pid.append(particle.id())
+            momentum.append((particle.px(), particle.py(), particle.pz()))
+            origin.append((particle.xProd(), particle.yProd(), particle.zProd()))
+            key.append(index)
+            mother = particle.mother1()
+            mother_key.append(mother if mother > 0 else -1)
+            mother_id.append(event[mother].id() if mother > 0 else 0)
+    n = len(pid)
+    links = {
+        "SourceFile": np.full(n, -1, dtype=np.int32),
+        "GenEventNumber": np.full(n, counter, dtype=np.int64),
+        "MCKey": np.asarray(key, dtype=np.int64),
+        "MC_MOTHER_ID": np.asarray(mother_id, dtype=np.int32),
+        "MC_MOTHER_KEY": np.asarray(mother_key, dtype=np.int64),
+    }
+    return (
+        np.asarray(pid, dtype=np.int64),
+        np.asarray(momentum, dtype=np.float64).reshape(-1, 3) * 1000.0,
+        np.asarray(origin, dtype=np.float64).reshape(-1, 3),
+        links,
+    )
+
+
+def _primary_vertex(event: Any) -> np.ndarray:
+    """The collision vertex: production vertex of the incoming beam (vertex spread included), mm."""
+    beam = event[1]
+    return np.asarray([[beam.xProd(), beam.yProd(), beam.zProd()]], dtype=np.float64)
+
+
 def pythia_records(
     card: str | os.PathLike[str] | None, *, seed: int, n_events: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Final-state (pid, momentum [MeV], origin [mm]) arrays of ``n_events`` Pythia events."""
+    for pid, momentum, origin, _, _ in _pythia_events(card, seed=seed, n_events=n_events):
+        yield pid, momentum, origin
+
+
+def _pythia_events(
+    card: str | os.PathLike[str] | None, *, seed: int, n_events: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]]:
     pythia = _pythia(card, seed)
     produced = 0
     while produced < n_events:
         if not pythia.next():
             continue
-        pid, momentum, origin = [], [], []
-        for particle in pythia.event:
-            if particle.isFinal():
-                pid.append(particle.id())
-                momentum.append((particle.px(), particle.py(), particle.pz()))
-                origin.append((particle.xProd(), particle.yProd(), particle.zProd()))
+        yield (*_record(pythia.event, produced), _primary_vertex(pythia.event))
         produced += 1
-        yield (
-            np.asarray(pid, dtype=np.int64),
-            np.asarray(momentum, dtype=np.float64).reshape(-1, 3) * 1000.0,
-            np.asarray(origin, dtype=np.float64).reshape(-1, 3),
-        )
 
 
 def generate_pythia(
     card: str | os.PathLike[str] | None = None, *, seed: int, n_events: int
 ) -> Iterator[Event]:
-    """``n_events`` Pythia events numbered 0..n_events-1 (events with nothing to simulate are skipped)."""
-    for number, record in enumerate(pythia_records(card, seed=seed, n_events=n_events)):
-        event = event_from_record(number, *record)
+    """``n_events`` Pythia events numbered 0..n_events-1 (events with nothing to simulate are skipped).
+
+    ``GenEventNumber`` is Pythia's event counter (from 0), ``MCKey`` the index in ``pythia.event``.
+    """
+    for number, (pid, momentum, origin, links, pv) in enumerate(
+        _pythia_events(card, seed=seed, n_events=n_events)
+    ):
+        event = event_from_record(
+            number, pid, momentum, origin, mc=links, primary_vertices=pv, own_pv=np.zeros(len(pid), np.int32)
+        )
         if event is not None:
             yield event
