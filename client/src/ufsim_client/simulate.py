@@ -19,6 +19,7 @@ from ufsim_client.errors import InputError
 from ufsim_client.events import Event
 from ufsim_client.ntuple import make_columns
 from ufsim_client.transport import RetryPolicy, ServerPool
+from ufsim_client.vertices import PV_MODEL, PvReconstruction
 from ufsim_client.writers import Writer
 
 __all__ = ["Summary", "simulate"]
@@ -79,6 +80,7 @@ def simulate(
     progress: bool = False,
     model: str = "pipeline",
     retry: RetryPolicy | None = None,
+    pv_model: str | None = PV_MODEL,
 ) -> Summary:
     """Simulate ``events`` on the servers and write one row per particle to ``writer``, in order.
 
@@ -92,6 +94,8 @@ def simulate(
         max_in_flight: requests sent concurrently.
         total_events: expected number of events, for the progress bar.
         progress: show a tqdm progress bar on stderr.
+        pv_model: the served PV reconstruction model for the events' primary vertices (OWNPV_*, IP);
+            None, or a server without it (a warning), leaves those columns at their sentinel.
 
     Raises:
         InputError: an invalid event (the field is named); nothing is left at the writer's target.
@@ -134,6 +138,10 @@ def simulate(
                 contract.max_batch_size,
             )
             batch_size = contract.max_batch_size
+        vertices = PvReconstruction(pool, pv_model) if pv_model else None
+        if vertices is not None and not vertices.available():
+            log.warning("the servers do not serve %r: OWNPV_* and IP columns are left at -9999", pv_model)
+            vertices = None
         batcher = Batcher(seed=seed, batch_size=batch_size)
         last = -1
         for event in itertools.chain([] if first is None else [first], stream):
@@ -144,11 +152,11 @@ def simulate(
             counts["events"] += 1
             for request in batcher.add(event, number):
                 collect(max_in_flight - 1)
-                in_flight[executor.submit(pool.infer, request.id, request.inputs)] = request
+                in_flight[executor.submit(_infer, pool, vertices, request)] = request
                 counts["requests"] += 1
         for request in batcher.flush():
             collect(max_in_flight - 1)
-            in_flight[executor.submit(pool.infer, request.id, request.inputs)] = request
+            in_flight[executor.submit(_infer, pool, vertices, request)] = request
             counts["requests"] += 1
         collect(0)
         if reorder.pending:
@@ -176,6 +184,14 @@ def simulate(
     )
     log.info("%s", summary)
     return summary
+
+
+def _infer(pool: ServerPool, vertices: PvReconstruction | None, request: Request) -> dict[str, NDArray[Any]]:
+    """The pipeline's outputs for ``request``, with the PV model's for its primary vertices."""
+    outputs = pool.infer(request.id, request.inputs)
+    if vertices is not None and len(request.pv_keys):
+        outputs.update(vertices.infer(request.id, request.pv_true, request.pv_keys))
+    return outputs
 
 
 def _timed(events: Iterable[Event], spent: list[float]) -> Iterator[Event]:
