@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ufsim_client.errors import ContractError, InputError, ServerError, UfsimError
 from ufsim_client.events import Event
+from ufsim_client.provenance import client_version, provenance
 from ufsim_client.readers import (
     GunSpec,
     generate_pythia,
@@ -32,12 +33,31 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ufsim", description="LHCb ultra-fast simulation client for a Triton ufsim server."
     )
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log messages (-vv for debug)"
-    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {client_version()}")
+    # -v/-q are accepted after the command too; absent there, the main parser's values stay.
+    logging_options = argparse.ArgumentParser(add_help=False)
+    for target in (parser, logging_options):
+        target.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=0 if target is parser else argparse.SUPPRESS,
+            help="more log messages (-vv for debug); before or after the command",
+        )
+        target.add_argument(
+            "-q",
+            "--quiet",
+            action="count",
+            default=0 if target is parser else argparse.SUPPRESS,
+            help="errors only; before or after the command",
+        )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    sim = commands.add_parser("simulate", help="simulate events on one or more servers and write an ntuple")
+    sim = commands.add_parser(
+        "simulate",
+        parents=[logging_options],
+        help="simulate events on one or more servers and write an ntuple",
+    )
     sim.add_argument(
         "--server",
         action="append",
@@ -87,7 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--tree", default="ufsim", help="TTree name for ROOT output (default ufsim)")
     sim.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    spectra = commands.add_parser("gun-spectra", help="sample production spectra from Pythia once, for --gun")
+    spectra = commands.add_parser(
+        "gun-spectra", parents=[logging_options], help="sample production spectra from Pythia once, for --gun"
+    )
     spectra.add_argument(
         "--pythia", default="default", metavar="CARD", help="Pythia settings file (default card)"
     )
@@ -95,7 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     spectra.add_argument("--seed", type=int, default=1, metavar="S")
     spectra.add_argument("--output", type=Path, required=True, metavar="FILE", help="histogram file (.npz)")
 
-    report = commands.add_parser("report", help="markdown report with plots from an ntuple")
+    report = commands.add_parser(
+        "report", parents=[logging_options], help="markdown report with plots from an ntuple"
+    )
     report.add_argument("ntuple", type=Path, help="ntuple written by 'ufsim simulate'")
     report.add_argument("--output", type=Path, required=True, metavar="DIR")
     report.add_argument("--tree", default="ufsim", help="TTree name for ROOT input (default ufsim)")
@@ -115,6 +139,12 @@ def _events(args: argparse.Namespace, gun: GunSpec | None) -> Iterator[Event]:
         yield from generate_pythia(args.pythia, seed=args.seed, n_events=args.events)
 
 
+def _source_kind(args: argparse.Namespace) -> str:
+    if args.input:
+        return "parquet" if args.input[0].suffix.lower() in (".parquet", ".pq") else "hepmc"
+    return "gun" if args.gun else "pythia"
+
+
 def _simulate(args: argparse.Namespace) -> int:
     # Check what can be checked before contacting a server or creating the output.
     if args.events is not None and args.events < 1:
@@ -129,6 +159,13 @@ def _simulate(args: argparse.Namespace) -> int:
         if tables and len(args.input) > 1:
             raise InputError("input", "pass one parquet table alone (several would repeat event numbers)")
     gun = parse_gun_spec(args.gun) if args.gun else None
+    record = provenance(
+        seed=args.seed,
+        inputs=args.input or [p for p in (args.pythia, args.gun) if p and Path(p).is_file()],
+        command_line=[Path(sys.argv[0]).name, *(sys.argv[1:] if args.argv is None else args.argv)],
+        source=_source_kind(args),
+        crossing=args.crossing if args.input else None,
+    )
     options = {"tree": args.tree} if args.output.suffix.lower() == ".root" else {}
     writer = open_writer(args.output, **options)
     summary = simulate(
@@ -142,6 +179,7 @@ def _simulate(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         model=args.model,
         retry=RetryPolicy(total_timeout=args.retry_timeout),
+        provenance=record,
     )
     sys.stdout.write(f"ufsim: wrote {args.output}: {summary}\n")
     return 0
@@ -150,7 +188,8 @@ def _simulate(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input, 3 server failure)."""
     args = _parser().parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
+    args.argv = None if argv is None else list(argv)
+    level = logging.ERROR if args.quiet else logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "simulate":

@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ufsim_client import extras
+from ufsim_client.errors import InputError
 
 __all__ = ["read_ntuple", "write_report"]
 
@@ -38,8 +39,9 @@ def read_ntuple(path: str | os.PathLike[str], *, tree: str = "ufsim") -> dict[st
     if path.suffix.lower() == ".root":
         uproot = extras.uproot()
         with uproot.open(str(path)) as handle:
-            if tree not in handle:
-                raise KeyError(f"{str(path)!r} has no TTree {tree!r}; it holds {handle.keys()}")
+            trees = [key.split(";")[0] for key, cls in handle.classnames().items() if cls == "TTree"]
+            if tree not in trees:
+                raise InputError("tree", f"{str(path)!r} has no TTree {tree!r}; its TTrees: {trees}")
             return dict(handle[tree].arrays(library="np"))
     pq = extras.pyarrow_parquet()
     table = pq.read_table(str(path))
