@@ -28,8 +28,8 @@ import onnx
 import onnxruntime as ort
 from timing import rows_per_second
 
-from ufsim_export import elementary as el
-from ufsim_export.onnx_builder import GraphBuilder
+from ufsim_export.graphs import elementary as el
+from ufsim_export.graphs.builder import GraphBuilder
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

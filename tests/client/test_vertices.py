@@ -78,7 +78,7 @@ def _run(events: Any, url: str, **options: Any) -> dict[str, np.ndarray]:
 
 @pytest.mark.triton
 def test_served_pvs_and_ips_on_the_lhcb_crossings(triton: Any, hepmc_files: list[Path]) -> None:
-    pv = pytest.importorskip("ufsim_export.pv")
+    pv = pytest.importorskip("ufsim_export.graphs.pv")
     events = list(read_hepmc(hepmc_files))
     out = _run(events, triton.grpc_url, batch_size=97)
     # Every particle's own PV is its collision's, reconstructed by the served model from its key.

@@ -9,8 +9,9 @@ import pytest
 pytest.importorskip("scipy")
 pytest.importorskip("pandas")
 
-from ufsim_export import calibration
-from ufsim_export.calibration import (
+from ufsim_export.spec import default_spec_path, load_spec
+from ufsim_export.training import calibration
+from ufsim_export.training.calibration import (
     COLUMNS,
     GLOBAL_COLUMNS,
     MASS_MEV,
@@ -22,7 +23,6 @@ from ufsim_export.calibration import (
     RICH2,
     SPECIES,
 )
-from ufsim_export.spec import default_spec_path, load_spec
 
 
 @pytest.fixture(scope="module")

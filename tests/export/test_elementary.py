@@ -17,8 +17,8 @@ import onnxruntime as ort
 import pytest
 from test_ort_compat import _ort119, _run
 
-from ufsim_export import elementary as el
-from ufsim_export.onnx_builder import GraphBuilder
+from ufsim_export.graphs import elementary as el
+from ufsim_export.graphs.builder import GraphBuilder
 
 POSITION_DEPENDENT = {"Log", "Sin", "Cos", "Tan", "Atan", "Asin", "Acos", "Sqrt", "Pow"}
 N = 20_011  # odd, so every vector width leaves a scalar tail

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from scipy import stats
 
-from ufsim_export import pv
+from ufsim_export.graphs import pv
 
 ROOT = Path(__file__).resolve().parents[2]
 DB = ROOT.parent / "shared" / "data" / "lamarr-hepmc2" / "PrimaryVertexSmearing.db"

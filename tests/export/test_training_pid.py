@@ -15,8 +15,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from ufsim_export import calibration
-from ufsim_export.training import pid
+from ufsim_export.training import calibration, pid
 
 MODELS = Path(__file__).resolve().parents[2] / "export" / "models"
 GENERATORS = {"rich": (9, 4), "muon": (9, 2), "global_pid": (16, 9)}

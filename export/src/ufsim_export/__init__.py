@@ -13,7 +13,7 @@ Map of the package (data flows top to bottom):
 
 from __future__ import annotations
 
-from .repository import write_configs, write_repository
+from .repository.writer import write_configs, write_repository
 from .spec import PipelineSpec, SpecError, StepSpec, TensorSpec, default_spec_path, load_spec
 
 __all__ = [

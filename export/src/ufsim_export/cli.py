@@ -26,7 +26,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _configs(args: argparse.Namespace) -> int:
-    from .repository import write_configs
+    from .repository.writer import write_configs
 
     for path in write_configs(load_spec(args.spec), args.out):
         print(path)
@@ -34,14 +34,14 @@ def _configs(args: argparse.Namespace) -> int:
 
 
 def _repository(args: argparse.Namespace) -> int:
-    from .repository import check_gbdt_implementation, write_repository
+    from .repository.writer import check_gbdt_implementation, write_repository
 
     try:
         check_gbdt_implementation(args.gbdt_implementation)
     except ValueError as err:
         print(f"ufsim-export: error: --gbdt-implementation: {err}", file=sys.stderr)
         return 2
-    from .verify import VerificationError
+    from .convert.verify import VerificationError
 
     try:
         out = write_repository(
@@ -59,7 +59,7 @@ def _repository(args: argparse.Namespace) -> int:
 
 
 def _toy(args: argparse.Namespace) -> int:
-    from .toy import train_toy_models
+    from .testing.toy import train_toy_models
 
     print(f"wrote {train_toy_models(args.out, spec=load_spec(args.spec), seed=args.seed)}")
     return 0
@@ -87,7 +87,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _contract(args: argparse.Namespace) -> int:
-    from .docs import contract_markdown
+    from .repository.docs import contract_markdown
 
     print(contract_markdown(load_spec(args.spec)))
     return 0

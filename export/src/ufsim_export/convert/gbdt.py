@@ -39,8 +39,8 @@ import onnx
 import torch
 from onnx import version_converter
 
-from ..verify import check_production_compat
 from ._onnx_utils import keep_outputs, name_nodes, rename_tensor, set_shape
+from .verify import check_production_compat
 
 IMPLEMENTATIONS = ("perf_tree_trav", "tree_trav", "gemm", "native")
 PERF_TREE_TRAV_MAX_DEPTH = 10

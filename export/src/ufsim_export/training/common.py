@@ -37,8 +37,8 @@ from tqdm.auto import tqdm
 
 from ..convert.gbdt import gbdt_to_onnx
 from ..convert.generator import generator_to_onnx
+from ..convert.verify import VerificationReport, verify_classifier, verify_generator
 from ..models import ResidualGenerator
-from ..verify import VerificationReport, verify_classifier, verify_generator
 
 ORIGINAL_MAX_BYTES = 5 * 1024 * 1024
 """Originals (``.pkl``/``.pt``) are committed next to the ONNX only below this size."""

@@ -61,8 +61,8 @@ from sklearn.metrics import log_loss, roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import calibration
-from ..calibration import GLOBAL_COLUMNS, MUON_COLUMNS, PID_FEATURES, RICH_COLUMNS, SPECIES
+from . import calibration
+from .calibration import GLOBAL_COLUMNS, MUON_COLUMNS, PID_FEATURES, RICH_COLUMNS, SPECIES
 from .common import (
     MonotonePiecewiseLinear,
     QuantileResidualGenerator,

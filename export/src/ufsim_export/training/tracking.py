@@ -337,7 +337,7 @@ def generator_metrics(
     seed: int,
 ) -> dict[str, Any]:
     """W1/σ per output on held-out conditions with fresh N(0, 1) noise (not the library's stream)."""
-    from ..validation.metrics import w1_over_sigma
+    from ..metrics import w1_over_sigma
 
     noise = np.random.default_rng(seed + 1000).standard_normal((len(conditions), module.noise_dim))
     with torch.no_grad():

@@ -31,7 +31,7 @@ import numpy as np
 import onnxruntime as ort
 from tqdm.auto import tqdm
 
-from .metrics import (
+from ..metrics import (
     MIN_BIN_ROWS,
     binned_mean,
     binned_mean_2d,
@@ -497,8 +497,7 @@ def pid_sections(models_dir: Path, fig_dir: Path, *, quick: bool) -> list[Sectio
     if not present:
         return [Section("PID", ["No PID artifacts in the models folder: not validated here."])]
     try:
-        from .. import calibration
-        from ..training import pid
+        from ..training import calibration, pid
     except ImportError as exc:
         return [
             Section("PID", [f"PID artifacts present but the calibration generator is unavailable: {exc}"])
@@ -621,9 +620,9 @@ def _is_muon_section(
 # ------------------------------------------------------------------------------------------- fidelity
 def fidelity_section(data_dir: Path, models_dir: Path, *, quick: bool) -> Section:
     """ONNX vs original: recomputed where the original is committed, else from the manifest."""
+    from ..convert.verify import verify_classifier, verify_generator
     from ..training.common import load_generator
     from ..training.tracking import Columns, load_particles, load_tracks
-    from ..verify import verify_classifier, verify_generator
 
     sec = Section("Conversion fidelity (ONNX vs original)")
     sec.lines += [

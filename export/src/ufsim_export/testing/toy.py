@@ -18,12 +18,12 @@ import onnxruntime as ort
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from .convert.gbdt import gbdt_to_onnx
-from .convert.generator import generator_to_onnx
-from .graphs import build_graph_step
-from .models import ResidualGenerator
-from .repository import write_repository
-from .spec import PipelineSpec, StepSpec, default_spec_path, load_spec
+from ..convert.gbdt import gbdt_to_onnx
+from ..convert.generator import generator_to_onnx
+from ..graphs.steps import build_graph_step
+from ..models import ResidualGenerator
+from ..repository.writer import write_repository
+from ..spec import PipelineSpec, StepSpec, default_spec_path, load_spec
 
 SPECIES = np.array([11, -11, 13, -13, 211, -211, 321, -321, 2212, -2212], dtype=np.int32)
 

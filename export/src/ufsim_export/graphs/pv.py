@@ -5,7 +5,7 @@ one plus ``mu + sigma_k * z``, where the Gaussian ``k`` is chosen with probabili
 1 - f1 - f2 (widths sigma1..3, mm), and the reported uncertainty of each coordinate is the largest of
 the three widths, as SQLamarr stores it. The parameterisation (one row per condition and coordinate of
 the ``PVSmearing`` table of ``PrimaryVertexSmearing.db``) is extracted once by ``python -m
-ufsim_export.pv extract`` into ``export/models/pv_reconstruction.json``, which the repository build
+ufsim_export.graphs.pv extract`` into ``export/models/pv_reconstruction.json``, which the repository build
 reads, so a clone without the database still builds and serves the model.
 
 Noise comes from the per-vertex ``rng_key`` the client sends (:mod:`.rng`, streams
@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 
 from . import rng
-from .onnx_builder import GraphBuilder
+from .builder import GraphBuilder
 
 __all__ = [
     "DEFAULT_CONDITION",
@@ -44,7 +44,7 @@ __all__ = [
 
 MODEL_NAME = "pv_reconstruction"
 DEFAULT_CONDITION = "2016_pp_MagUp"
-PARAMETERS_PATH = Path(__file__).resolve().parents[2] / "models" / "pv_reconstruction.json"
+PARAMETERS_PATH = Path(__file__).resolve().parents[3] / "models" / "pv_reconstruction.json"
 STREAM_COMPONENT = 0x5056_0001
 STREAM_NORMAL = 0x5056_0002
 COORDS = ("x", "y", "z")
@@ -171,11 +171,13 @@ def write_model(out: Path, params: dict[str, Any] | None = None) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ufsim_export.pv extract``: write the parameters JSON from the smearing database."""
-    parser = argparse.ArgumentParser(prog="python -m ufsim_export.pv", description=__doc__.splitlines()[0])
+    """``python -m ufsim_export.graphs.pv extract``: write the parameters JSON from the smearing database."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ufsim_export.graphs.pv", description=__doc__.splitlines()[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     extract = commands.add_parser("extract", help="PVSmearing rows of one condition -> JSON")
-    default_db = Path(__file__).resolve().parents[4] / "shared/data/lamarr-hepmc2/PrimaryVertexSmearing.db"
+    default_db = Path(__file__).resolve().parents[5] / "shared/data/lamarr-hepmc2/PrimaryVertexSmearing.db"
     extract.add_argument(
         "--db", type=Path, default=default_db, help=f"SQLite database (default {default_db})"
     )

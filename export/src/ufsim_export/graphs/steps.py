@@ -23,9 +23,9 @@ import numpy as np
 import onnx
 from onnx import version_converter
 
+from ..spec import RNG_KEY, PipelineSpec, StepSpec
 from . import elementary, rng
-from .onnx_builder import OPSET, GraphBuilder
-from .spec import RNG_KEY, PipelineSpec, StepSpec
+from .builder import OPSET, GraphBuilder
 
 SPECIES_PDG = {1: 11, 2: 13, 3: 211, 4: 321, 5: 2212}
 """species code -> |PDG id|; code 0 means the particle is not simulated (and pz <= 0 likewise)."""

@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import elementary
+from .builder import GraphBuilder
 from .elementary import V
-from .onnx_builder import GraphBuilder
 
 _M1 = 0xBF58476D1CE4E5B9
 _M2 = 0x94D049BB133111EB
