@@ -215,7 +215,7 @@ def test_command_line_root_parquet_and_report(triton: Any, hepmc_files: list[Pat
     )
     assert len(read_ntuple(tmp_path / "gun.root")["eventNumber"]) == 200
     assert main(["report", str(tmp_path / "hepmc.root"), "--output", str(tmp_path / "report")]) == 0
-    assert (tmp_path / "report" / "rich_dllk.png").is_file()
+    assert (tmp_path / "report" / "richdllk.png").is_file()
 
 
 class _SignallingWriter(MemoryWriter):

@@ -120,7 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser(
         "report", parents=[logging_options], help="markdown report with plots from an ntuple"
     )
-    report.add_argument("ntuple", type=Path, help="ntuple written by 'ufsim simulate'")
+    report.add_argument(
+        "ntuple", type=Path, nargs="+", help="ntuple written by 'ufsim simulate'; two to compare (B over A)"
+    )
     report.add_argument("--output", type=Path, required=True, metavar="DIR")
     report.add_argument("--tree", default="ufsim", help="TTree name for ROOT input (default ufsim)")
     return parser
