@@ -86,6 +86,19 @@ def _parser() -> argparse.ArgumentParser:
         help="particle gun, e.g. 'pid=211/321,p=2000:100000,eta=2:5,n=50' or spectra.npz",
     )
     sim.add_argument("--events", type=int, metavar="N", help="events to simulate (all of --input by default)")
+    sim.add_argument(
+        "--redecay",
+        type=int,
+        metavar="PDG",
+        help="with --pythia: ReDecay, the underlying event generated once and this particle re-decayed",
+    )
+    sim.add_argument(
+        "--redecay-times",
+        type=int,
+        default=10,
+        metavar="N",
+        help="with --redecay: events made from each underlying event (default 10)",
+    )
     sim.add_argument("--seed", type=int, required=True, metavar="S", help="job seed (rng keys, generators)")
     sim.add_argument("--output", type=Path, required=True, metavar="FILE", help="ntuple, .root or .parquet")
     sim.add_argument("--batch-size", type=int, default=8192, help="particles per request (default 8192)")
@@ -138,7 +151,13 @@ def _events(args: argparse.Namespace, gun: GunSpec | None) -> Iterator[Event]:
     elif gun is not None:
         yield from particle_gun(gun, seed=args.seed, n_events=args.events)
     else:
-        yield from generate_pythia(args.pythia, seed=args.seed, n_events=args.events)
+        yield from generate_pythia(
+            args.pythia,
+            seed=args.seed,
+            n_events=args.events,
+            redecay=args.redecay,
+            redecay_times=args.redecay_times,
+        )
 
 
 def _source_kind(args: argparse.Namespace) -> str:
@@ -160,6 +179,10 @@ def _simulate(args: argparse.Namespace) -> int:
         tables = [f for f in args.input if f.suffix.lower() in (".parquet", ".pq")]
         if tables and len(args.input) > 1:
             raise InputError("input", "pass one parquet table alone (several would repeat event numbers)")
+    if args.redecay is not None and args.pythia is None:
+        raise InputError("redecay", "--redecay works with --pythia (in-process generation) only")
+    if args.redecay_times < 1:
+        raise InputError("redecay_times", f"expected --redecay-times >= 1, not {args.redecay_times}")
     gun = parse_gun_spec(args.gun) if args.gun else None
     record = provenance(
         seed=args.seed,
@@ -167,6 +190,7 @@ def _simulate(args: argparse.Namespace) -> int:
         command_line=[Path(sys.argv[0]).name, *(sys.argv[1:] if args.argv is None else args.argv)],
         source=_source_kind(args),
         crossing=args.crossing if args.input else None,
+        redecay={"pdg": args.redecay, "times": args.redecay_times} if args.redecay is not None else None,
     )
     options = {"tree": args.tree} if args.output.suffix.lower() == ".root" else {}
     writer = open_writer(args.output, **options)
