@@ -4,11 +4,12 @@
 PYTHON      ?= python3
 VENV        := .venv
 VENV_ORT    := .venv-ort119
+VENV_SQLAMARR := .venv-sqlamarr
 BIN         := $(VENV)/bin
 SHARED      ?= ../shared
 PYTEST_ARGS ?=
 
-.PHONY: help venv venv-ort119 test lint demo repository repository-cpu configs train validate bench clean
+.PHONY: help venv venv-ort119 venv-sqlamarr validate-pv test lint demo repository repository-cpu configs train validate bench clean
 
 help:
 	@echo "make demo        main job: embedded Triton + HepMC2 and Pythia events -> ntuple + report (runs/demo)"
@@ -17,6 +18,7 @@ help:
 	@echo "make repository-cpu  model_repository_cpu/: the same with native TreeEnsemble GBDTs (CPU-only servers)"
 	@echo "make train       retrain every reference model (export/models) from data and fixed seeds"
 	@echo "make validate    write export/reports/validation.md"
+	@echo "make validate-pv write export/reports/pv_sqlamarr.md (served PV model vs SQLamarr 0.0rc7)"
 	@echo "make bench       benchmarks -> benchmarks/results (perf_analyzer needs libb64-0d)"
 
 $(VENV)/.stamp: requirements/dev.txt export/pyproject.toml client/pyproject.toml deploy/local/pyproject.toml
@@ -35,7 +37,18 @@ $(VENV_ORT)/.stamp: requirements/ort-1.19.2.txt
 
 venv-ort119: $(VENV_ORT)/.stamp
 
-test: venv venv-ort119
+# SQLamarr (LHCb's stand-alone Lamarr) in its own environment: the reference the PV model is checked against.
+$(VENV_SQLAMARR)/.stamp: requirements/sqlamarr.txt
+	$(PYTHON) -m venv $(VENV_SQLAMARR)
+	$(VENV_SQLAMARR)/bin/pip install --quiet -r requirements/sqlamarr.txt
+	touch $@
+
+venv-sqlamarr: $(VENV_SQLAMARR)/.stamp
+
+validate-pv: venv venv-sqlamarr
+	$(BIN)/python -m ufsim_export.validation.pv_sqlamarr --out export/reports
+
+test: venv venv-ort119 venv-sqlamarr
 	$(BIN)/ruff check export client deploy/local tests benchmarks
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
@@ -66,4 +79,4 @@ bench: venv
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf runs $(VENV) $(VENV_ORT)
+	rm -rf runs $(VENV) $(VENV_ORT) $(VENV_SQLAMARR)

@@ -2,8 +2,9 @@
 
 The model follows SQLamarr's ``PVReconstruction``: each coordinate of the reconstructed PV is the true
 one plus ``mu + sigma_k * z``, where the Gaussian ``k`` is chosen with probabilities f1, f2 and
-1 - f1 - f2 (widths sigma1..3, mm), and the reported uncertainty of each coordinate is the largest of
-the three widths, as SQLamarr stores it. The parameterisation (one row per condition and coordinate of
+1 - f1 - f2 (widths sigma1..3, mm), and the reported uncertainty of each coordinate is the smallest of
+the three widths (the core resolution), as SQLamarr 0.0rc7 stores it (``min_sigma``; checked against
+it by ``tests/export/test_pv_sqlamarr.py``). The parameterisation (one row per condition and coordinate of
 the ``PVSmearing`` table of ``PrimaryVertexSmearing.db``) is extracted once by ``python -m
 ufsim_export.graphs.pv extract`` into ``export/models/pv_reconstruction.json``, which the repository build
 reads, so a clone without the database still builds and serves the model.
@@ -94,7 +95,7 @@ def _table(params: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def _errors(t: dict[str, np.ndarray]) -> np.ndarray:
-    return np.maximum(np.maximum(t["sigma1"], t["sigma2"]), t["sigma3"])
+    return np.minimum(np.minimum(t["sigma1"], t["sigma2"]), t["sigma3"])
 
 
 def reconstruct(
