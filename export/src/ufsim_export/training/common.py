@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import pickle
 import platform
@@ -459,8 +460,6 @@ def save_generator(
 
 
 def _torch_bytes(module: nn.Module) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     extra = module.extra_state() if hasattr(module, "extra_state") else {}
     torch.save({"class": type(module).__name__, "kwargs": extra, "state_dict": module.state_dict()}, buffer)
