@@ -1,7 +1,7 @@
 """The declarative pipeline spec: load, check the wiring, and answer questions about tensors.
 
-The spec (``export/pipelines/lhcb.yaml``) is the single source of truth for tensor names, dtypes,
-shapes, units and sentinels, and for the order of the steps in the Triton ensemble.
+The spec (``ufsim_export/pipelines/lhcb.yaml``, package data) is the single source of truth for
+tensor names, dtypes, shapes, units and sentinels, and for the order of the steps in the ensemble.
 """
 
 from __future__ import annotations
@@ -236,8 +236,8 @@ def load_spec(path: str | Path) -> PipelineSpec:
 
 
 def default_spec_path() -> Path:
-    """The LHCb pipeline spec shipped in the repository (export/pipelines/lhcb.yaml)."""
-    return Path(__file__).resolve().parents[2] / "pipelines" / "lhcb.yaml"
+    """The LHCb pipeline spec shipped as package data (ufsim_export/pipelines/lhcb.yaml)."""
+    return Path(__file__).resolve().parent / "pipelines" / "lhcb.yaml"
 
 
 def _same(a: TensorSpec, b: TensorSpec) -> bool:
