@@ -78,7 +78,7 @@ def train_toy_models(
     spec = spec or load_spec(default_spec_path())
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    feats = compute_features(spec, synthetic_particles(n, seed))
+    feats = compute_features(spec, synthetic_particles(n, seed, spec))
     rng = np.random.default_rng(seed)
     for i, step in enumerate(spec.learnt_steps()):
         if step.kind == "gbdt":

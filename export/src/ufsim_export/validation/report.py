@@ -41,6 +41,7 @@ from ..metrics import (
     robust_sigma,
     w1_over_sigma,
 )
+from ..spec import default_spec_path, load_spec
 from ..training import calibration, pid
 from ..training.common import git_commit, load_generator
 from ..training.tracking import EFFICIENCY_LABELS, Columns, load_particles, load_tracks
@@ -58,7 +59,8 @@ CURVE_LOG10P = np.linspace(2.5, 6.0, 15)
 CURVE_ETA = np.linspace(1.0, 6.0, 21)
 EFF_2D_LOG10P = np.array([2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0])
 EFF_2D_ETA = np.array([1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5])
-TRACK_TYPES = ("long", "upstream", "downstream")
+TRACK_TYPES: tuple[str, ...] = load_spec(default_spec_path()).step("tracking_efficiency").classes[1:]
+"""Reconstructed track types, in the order of the tracking-efficiency classes after the first."""
 FIGURES = "figures"
 METHOD = [
     "- **Data**: `lamarr-trk-2016MU` (labels from the public Lamarr 2016 MagUp tracking library). 20 % of "
