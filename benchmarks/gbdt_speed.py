@@ -41,8 +41,8 @@ from ufsim_export.convert import (
     model_family,
 )
 from ufsim_export.convert.verify import verify_classifier
+from ufsim_export.repository.gun import served_gbdt_rows
 from ufsim_export.spec import default_spec_path, load_spec
-from ufsim_export.testing.toy import served_gbdt_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def spec() -> PipelineSpec:
-    """The LHCb pipeline spec shipped in export/pipelines."""
+    """The LHCb pipeline spec shipped with ufsim_export (package data)."""
     return load_spec(default_spec_path())
 
 

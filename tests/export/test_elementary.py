@@ -2,7 +2,7 @@
 
 ONNX Runtime's vectorised Log/Sin/Cos/Atan/Asin/Acos (and Sqrt in 1.19.2) round a batch's scalar tail
 differently from its packets, so a row's result depends on where it sits in the batch. These tests
-check the replacements in :mod:`ufsim_export.elementary` against float64 numpy, against their own
+check the replacements in :mod:`ufsim_export.graphs.elementary` against float64 numpy, against their own
 numpy evaluation bit for bit (in this runtime and in 1.19.2), and that no shipped graph still uses
 a position-dependent operator.
 """

@@ -126,7 +126,7 @@ def test_sweighted_training_recovers_the_signal() -> None:
     """A kaon sample with 40 % background (mostly pions labelled as kaons): the generator trained with
     sWeights reproduces the pure-kaon RICH response better than the one trained without."""
     result = pid.weighted_training_check(seed=0, quick=True)
-    for column in ("RichDLLK", "RichDLLp"):
+    for column in ("RichDLLk", "RichDLLp"):
         assert result[f"weighted_{column}"] < result[f"unweighted_{column}"], result
     weighted = np.mean([result[f"weighted_{c}"] for c in calibration.RICH_COLUMNS])
     unweighted = np.mean([result[f"unweighted_{c}"] for c in calibration.RICH_COLUMNS])
