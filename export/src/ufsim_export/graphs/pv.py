@@ -39,6 +39,7 @@ __all__ = [
     "extract_parameters",
     "load_parameters",
     "model_config",
+    "model_config_message",
     "reconstruct",
     "write_model",
 ]
@@ -131,25 +132,29 @@ def build_model(params: dict[str, Any]) -> onnx.ModelProto:
     return b.build(doc=f"ufsim PV reconstruction, SQLamarr triple Gaussian, {params['condition']}")
 
 
+def model_config_message(*, max_batch_size: int = 65536) -> Any:
+    """Triton ModelConfig of the PV model (ONNX Runtime, dynamic batching; batch = primary vertices)."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    config = mc.ModelConfig(name=MODEL_NAME, backend="onnxruntime", max_batch_size=max_batch_size)
+    for entries, tensors in (
+        (config.input, [("true_pv", "FP32", 3), ("rng_key", "UINT64", 1)]),
+        (config.output, [("pv_position", "FP32", 3), ("pv_error", "FP32", 3)]),
+    ):
+        for name, dtype, width in tensors:
+            entries.add(name=name, data_type=mc.DataType.Value(f"TYPE_{dtype}"), dims=[width])
+    config.instance_group.add(count=1)
+    config.dynamic_batching.max_queue_delay_microseconds = 100
+    config.parameters["intra_op_thread_count"].string_value = "1"
+    return config
+
+
 def model_config(*, max_batch_size: int = 65536, source: str = "pv_reconstruction.json") -> str:
-    """config.pbtxt of the PV model (ONNX Runtime backend, dynamic batching; batch = primary vertices)."""
+    """config.pbtxt of the PV model: :func:`model_config_message` in protobuf text format."""
+    from google.protobuf import text_format
 
-    def block(kind: str, tensors: Sequence[tuple[str, str, int]]) -> str:
-        entries = [
-            f'  {{\n    name: "{n}"\n    data_type: TYPE_{t}\n    dims: [ {w} ]\n  }}' for n, t, w in tensors
-        ]
-        return f"{kind} [\n" + ",\n".join(entries) + "\n]\n"
-
-    return (
-        HEADER.format(source=source)
-        + f'name: "{MODEL_NAME}"\n'
-        + 'backend: "onnxruntime"\n'
-        + f"max_batch_size: {max_batch_size}\n"
-        + block("input", [("true_pv", "FP32", 3), ("rng_key", "UINT64", 1)])
-        + block("output", [("pv_position", "FP32", 3), ("pv_error", "FP32", 3)])
-        + "instance_group [\n  {\n    count: 1\n  }\n]\n"
-        + "dynamic_batching {\n  max_queue_delay_microseconds: 100\n}\n"
-        + 'parameters {\n  key: "intra_op_thread_count"\n  value: {\n    string_value: "1"\n  }\n}\n'
+    return HEADER.format(source=source) + text_format.MessageToString(
+        model_config_message(max_batch_size=max_batch_size)
     )
 
 
