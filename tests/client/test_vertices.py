@@ -123,3 +123,14 @@ def test_server_without_the_pv_model_leaves_sentinels(
     assert len(out["OWNPV_X"]) == 60
     assert (out["OWNPV_X"] == NO_VALUE).all() and (out["IPCHI2_OWNPV"] == NO_VALUE).all()
     assert (out["TRUEOWNPV_Z"] != NO_VALUE).all()
+
+
+@pytest.mark.triton
+def test_a_pv_model_with_other_tensors_is_a_contract_error(triton: Any) -> None:
+    from ufsim_client import ContractError, ServerPool
+    from ufsim_client.vertices import PvReconstruction
+
+    with ServerPool([triton.grpc_url], retry=RetryPolicy(total_timeout=60)) as pool:
+        with pytest.raises(ContractError, match="true_pv"):
+            PvReconstruction(pool, model="tracking_resolution").available()
+        assert not PvReconstruction(pool, model="no_such_model").available()

@@ -78,7 +78,9 @@ def served_identity(pool: Any, model: str) -> dict[str, Any]:
         return identity
 
     def read(server: Any) -> dict[str, Any]:
-        timeout = pool.retry.request_timeout
+        from ufsim_client.vertices import metadata_timeout
+
+        timeout = metadata_timeout(pool)
         config = server.client.get_model_config(model, as_json=True, client_timeout=timeout)
         metadata = server.client.get_model_metadata(model, as_json=True, client_timeout=timeout)
         config = config.get("config", config)

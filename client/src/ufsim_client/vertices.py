@@ -26,13 +26,29 @@ from tritonclient.utils import InferenceServerException
 from ufsim_client.errors import ContractError, ServerError
 from ufsim_client.transport import ServerPool
 
-__all__ = ["NO_VALUE", "PV_MODEL", "PvReconstruction", "impact_parameters"]
+__all__ = [
+    "METADATA_TIMEOUT",
+    "NO_VALUE",
+    "PV_MODEL",
+    "PvReconstruction",
+    "impact_parameters",
+    "metadata_timeout",
+]
 
 log = logging.getLogger(__name__)
 
 PV_MODEL = "pv_reconstruction"
 NO_VALUE = -9999.0
 """Written where a PV or IP column does not apply (no PV, or no reconstructed track)."""
+METADATA_TIMEOUT = 10.0
+"""Least time (s) given to a metadata or config read: tiny answers, so inference deadlines do not apply."""
+
+
+def metadata_timeout(pool: ServerPool) -> float:
+    """Timeout of one metadata or config read on the servers of ``pool``."""
+    return max(pool.retry.request_timeout, METADATA_TIMEOUT)
+
+
 _INPUTS = {"true_pv": ("FP32", 3), "rng_key": ("UINT64", 1)}
 _OUTPUTS = {"pv_position": ("FP32", 3), "pv_error": ("FP32", 3)}
 
@@ -50,7 +66,7 @@ class PvReconstruction:
         def metadata(server: Any) -> dict[str, Any] | None:
             try:
                 return server.client.get_model_metadata(
-                    self.model, as_json=True, client_timeout=self.pool.retry.request_timeout
+                    self.model, as_json=True, client_timeout=metadata_timeout(self.pool)
                 )
             except InferenceServerException as err:
                 if "unknown model" in str(err).lower() or "not found" in str(err).lower():
