@@ -109,11 +109,11 @@ class _Sample:
         self.category = category
 
     def of(self, pid: int) -> NDArray[np.bool_]:
-        return self.species == pid
+        return np.asarray(self.species == pid, dtype=bool)
 
     @property
     def long(self) -> NDArray[np.bool_]:
-        return self.data["TRACK_Type"] == 3
+        return np.asarray(self.data["TRACK_Type"] == 3, dtype=bool)
 
 
 def _style() -> Any:
@@ -294,7 +294,7 @@ def _distribution(
     fig, main, ratio = _figure(plt, 1, len(samples) > 1)
     rows = []
     for g, (group, per_sample) in enumerate(groups.items()):
-        normalised = []
+        normalised: list[Any] = []
         for k, values in enumerate(per_sample):
             if not len(values):
                 normalised.append(None)

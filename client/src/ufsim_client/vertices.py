@@ -65,9 +65,10 @@ class PvReconstruction:
 
         def metadata(server: Any) -> dict[str, Any] | None:
             try:
-                return server.client.get_model_metadata(
+                found: dict[str, Any] = server.client.get_model_metadata(
                     self.model, as_json=True, client_timeout=metadata_timeout(self.pool)
                 )
+                return found
             except InferenceServerException as err:
                 if "unknown model" in str(err).lower() or "not found" in str(err).lower():
                     return None
@@ -87,7 +88,7 @@ class PvReconstruction:
         return True
 
     def infer(
-        self, request_id: int, true_pv: NDArray[np.floating], keys: NDArray[np.uint64]
+        self, request_id: int, true_pv: NDArray[np.floating[Any]], keys: NDArray[np.uint64]
     ) -> dict[str, NDArray[np.float32]]:
         """Reconstructed positions and errors, (m, 3) each, of ``m`` true PVs with their keys."""
         m = len(keys)
@@ -117,10 +118,11 @@ class PvReconstruction:
                     )
             return arrays
 
-        return self.pool._call(f"PV request {request_id}", attempt)
+        arrays: dict[str, NDArray[np.float32]] = self.pool._call(f"PV request {request_id}", attempt)
+        return arrays
 
 
-def _covariance(cov15: NDArray[np.floating]) -> NDArray[np.float64]:
+def _covariance(cov15: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
     """Symmetric (n, 5, 5) matrices from the upper triangles ``TRACK_COV_ij`` (i <= j), (n, 15)."""
     n = len(cov15)
     full = np.zeros((n, 5, 5))
@@ -131,10 +133,10 @@ def _covariance(cov15: NDArray[np.floating]) -> NDArray[np.float64]:
 
 
 def impact_parameters(
-    state: NDArray[np.floating],
-    cov15: NDArray[np.floating],
-    pv: NDArray[np.floating],
-    pv_error: NDArray[np.floating],
+    state: NDArray[np.floating[Any]],
+    cov15: NDArray[np.floating[Any]],
+    pv: NDArray[np.floating[Any]],
+    pv_error: NDArray[np.floating[Any]],
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """IP (mm) and IPχ² of tracks with respect to PVs (see the module docstring).
 

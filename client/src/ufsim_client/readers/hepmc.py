@@ -89,7 +89,7 @@ def _collision(ev: Any, final_status: frozenset[int], source: int) -> _Collision
         pv = _position(particles[0].production_vertex, len_scale)
     else:
         pv = event_pos
-    mc = {
+    mc: dict[str, np.ndarray] = {
         "SourceFile": np.full(n, source, dtype=np.int32),
         "GenEventNumber": np.full(n, ev.event_number, dtype=np.int64),
         "MCKey": np.asarray(arrays.id, dtype=np.int64),

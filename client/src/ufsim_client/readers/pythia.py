@@ -100,7 +100,7 @@ def _record(event: Any, counter: int, start: int = 0) -> _Record:
             mother_key.append(mother if mother > 0 else -1)
             mother_id.append(event[mother].id() if mother > 0 else 0)
     n = len(pid)
-    links = {
+    links: dict[str, np.ndarray] = {
         "SourceFile": np.full(n, -1, dtype=np.int32),
         "GenEventNumber": np.full(n, counter, dtype=np.int64),
         "MCKey": np.asarray(key, dtype=np.int64),
@@ -143,7 +143,8 @@ def _pythia_events(
 
 def _concat(parts: list[_Record]) -> _Record:
     links = {name: np.concatenate([p[3][name] for p in parts]) for name in parts[0][3]}
-    return (*(np.concatenate([p[i] for p in parts]) for i in range(3)), links)  # type: ignore[return-value]
+    pid, momentum, origin = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    return pid, momentum, origin, links
 
 
 def _without(record: _Record, keys: list[int]) -> _Record:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from numpy.typing import NDArray
 
 from . import rng
 from .builder import GraphBuilder
@@ -77,7 +78,7 @@ def extract_parameters(db: str | Path, condition: str = DEFAULT_CONDITION) -> di
 
 def load_parameters(path: str | Path = PARAMETERS_PATH) -> dict[str, Any]:
     """Parameters written by :func:`extract_parameters` (``export/models/pv_reconstruction.json``)."""
-    params = json.loads(Path(path).read_text())
+    params: dict[str, Any] = json.loads(Path(path).read_text())
     for coord in COORDS:
         missing = [f for f in FIELDS if f not in params.get(coord, {})]
         if missing:
@@ -90,18 +91,18 @@ def load_parameters(path: str | Path = PARAMETERS_PATH) -> dict[str, Any]:
     return params
 
 
-def _table(params: dict[str, Any]) -> dict[str, np.ndarray]:
+def _table(params: dict[str, Any]) -> dict[str, NDArray[np.float32]]:
     """Per-field rows over (x, y, z), shape (1, 3) float32."""
     return {f: np.asarray([[params[c][f] for c in COORDS]], dtype=np.float32) for f in FIELDS}
 
 
-def _errors(t: dict[str, np.ndarray]) -> np.ndarray:
+def _errors(t: dict[str, NDArray[np.float32]]) -> NDArray[np.float32]:
     return np.minimum(np.minimum(t["sigma1"], t["sigma2"]), t["sigma3"])
 
 
 def reconstruct(
-    params: dict[str, Any], true_pv: np.ndarray, keys: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+    params: dict[str, Any], true_pv: NDArray[Any], keys: NDArray[np.uint64]
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """Reference (numpy) implementation of the served model: (position, error), both (N, 3) float32."""
     t = _table(params)
     u = rng.uniforms(keys, STREAM_COMPONENT, 3)

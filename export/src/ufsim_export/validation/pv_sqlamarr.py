@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy import stats
 
 from ..graphs import rng
@@ -58,8 +59,8 @@ def run_sqlamarr(
 
 
 def served_smearing(
-    true_pv: np.ndarray, *, repeats: int, seed: int = 1, model: Path = MODEL
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    true_pv: NDArray[Any], *, repeats: int, seed: int = 1, model: Path = MODEL
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """The served model on ``repeats`` copies of ``true_pv`` (m, 3): (true, reconstructed, error)."""
     import onnxruntime as ort
 
@@ -72,7 +73,7 @@ def served_smearing(
     return true.astype(np.float64), position.astype(np.float64), error.astype(np.float64)
 
 
-def compare(ours: np.ndarray, theirs: np.ndarray) -> list[dict[str, float]]:
+def compare(ours: NDArray[np.float64], theirs: NDArray[np.float64]) -> list[dict[str, Any]]:
     """Per coordinate: residual mean, central-68% half-width and counts of both, and the KS p-value."""
     rows = []
     for axis, name in enumerate(AXES):
