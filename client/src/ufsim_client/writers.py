@@ -155,8 +155,11 @@ class _AtomicWriter:
 
 
 class ParquetWriter(_AtomicWriter):
-    """Parquet file, one row group per chunk; opened at the first chunk, so the provenance set before
-    it goes into the schema metadata (set later, into the file's key-value metadata)."""
+    """Parquet file, one row group per chunk, opened at the first chunk.
+
+    Provenance set before the first chunk goes into the schema metadata; set later, into the file's
+    key-value metadata.
+    """
 
     def __init__(self, path: str | os.PathLike[str], *, chunk_rows: int = 100_000) -> None:
         super().__init__(path, chunk_rows=chunk_rows)
