@@ -5,6 +5,9 @@ Layout written (DESIGN.md):
     <out>/<pipeline>/config.pbtxt, <out>/<pipeline>/1/            the ensemble
     <out>/REPOSITORY.json                                          repository version and checksums
 
+The ensemble config also declares that identity as parameters (``ufsim_repository_version`` and
+``ufsim_sha256_<step>``), so a client reads what a server serves and never mixes two repositories.
+
 Configs are generated, never hand-edited: ``tests/export/test_repository.py`` regenerates them and
 diffs against the committed files.
 
@@ -68,8 +71,18 @@ def model_config(spec: PipelineSpec, step: StepSpec) -> str:
     )
 
 
-def ensemble_config(spec: PipelineSpec) -> str:
-    """config.pbtxt of the ensemble: the steps in order, tensors routed by name."""
+def identity_parameters(manifest: dict[str, object] | None) -> dict[str, str]:
+    """Ensemble parameters naming the repository (REPOSITORY.json's version and model checksums)."""
+    if not manifest:
+        return {}
+    models = manifest.get("models") or {}
+    parameters = {"ufsim_repository_version": str(manifest["repository_version"])}
+    parameters.update({f"ufsim_sha256_{name}": str(sha) for name, sha in sorted(models.items())})  # type: ignore[attr-defined]
+    return parameters
+
+
+def ensemble_config(spec: PipelineSpec, identity: dict[str, str] | None = None) -> str:
+    """config.pbtxt of the ensemble: the steps in order, tensors routed by name, identity parameters."""
     steps = []
     for step in spec.steps:
         maps = [
@@ -95,6 +108,10 @@ def ensemble_config(spec: PipelineSpec) -> str:
         + "ensemble_scheduling {\n  step [\n"
         + ",\n".join(steps)
         + "\n  ]\n}\n"
+        + "".join(
+            f'parameters {{\n  key: "{key}"\n  value: {{\n    string_value: "{value}"\n  }}\n}}\n'
+            for key, value in (identity or {}).items()
+        )
     )
 
 
@@ -196,8 +213,13 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_configs(spec: PipelineSpec, out: Path) -> list[Path]:
-    """Write every config.pbtxt (composing models and ensemble); returns the paths written."""
+def write_configs(spec: PipelineSpec, out: Path, manifest: dict[str, object] | None = None) -> list[Path]:
+    """Write every config.pbtxt (composing models and ensemble); returns the paths written.
+
+    The ensemble's identity parameters come from ``manifest``, else from ``out/REPOSITORY.json`` if any.
+    """
+    if manifest is None and (Path(out) / MANIFEST).is_file():
+        manifest = json.loads((Path(out) / MANIFEST).read_text())
     written = []
     for step in spec.steps:
         path = out / step.name / "config.pbtxt"
@@ -207,7 +229,7 @@ def write_configs(spec: PipelineSpec, out: Path) -> list[Path]:
     path = out / spec.name / "config.pbtxt"
     (out / spec.name / "1").mkdir(parents=True, exist_ok=True)
     (out / spec.name / "1" / ".gitkeep").touch()  # an ensemble's version directory is empty but required
-    path.write_text(ensemble_config(spec))
+    path.write_text(ensemble_config(spec, identity_parameters(manifest)))
     written.append(path)
     return written
 
@@ -248,25 +270,20 @@ def write_repository(
                     manifest["deployed_implementation"] = gbdt_implementation
                 manifest["raw_model_sha256"] = _sha256(models_dir / f"{step.name}.onnx")  # type: ignore[operator]
                 (staging / step.name / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        write_configs(spec, staging)
         version = (
             repository_version
             or hashlib.sha256("".join(f"{k}={v}" for k, v in sorted(checksums.items())).encode()).hexdigest()[
                 :12
             ]
         )
-        (staging / MANIFEST).write_text(
-            json.dumps(
-                {
-                    "pipeline": spec.name,
-                    "spec_version": spec.version,
-                    "repository_version": version,
-                    "models": checksums,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        identity = {
+            "pipeline": spec.name,
+            "spec_version": spec.version,
+            "repository_version": version,
+            "models": checksums,
+        }
+        write_configs(spec, staging, identity)
+        (staging / MANIFEST).write_text(json.dumps(identity, indent=2) + "\n")
         if out.exists():
             backup = out.with_name(f".{out.name}.old")
             shutil.rmtree(backup, ignore_errors=True)
