@@ -9,7 +9,8 @@ process, on this host, is gone. Outputs get the permissions the umask allows (li
 ``mkstemp``'s 0600. Rows are buffered and written in chunks of at least ``chunk_rows``.
 
 ``metadata`` (key -> text) is the hook for provenance: whatever is in it at :meth:`~_AtomicWriter.close`
-is stored in the file (parquet: the schema's key-value metadata; ROOT: one ``TObjString`` per key).
+is stored in the file (parquet: the file's key-value metadata, ``pyarrow.parquet.read_metadata``;
+ROOT: one ``TObjString`` per key).
 """
 
 from __future__ import annotations
