@@ -29,7 +29,7 @@ FAST = RetryPolicy(attempts_per_server=1, initial_backoff=0.01, max_backoff=0.05
 def _altered_repository(toy_repository: Path, out: Path) -> Path:
     """The toy repository rebuilt by ufsim-export after one tracking_resolution weight was scaled by 1.5,
     keeping the same repository version label (what a careless rebuild would do)."""
-    from ufsim_export.repository import write_repository
+    from ufsim_export.repository.writer import write_repository
     from ufsim_export.spec import default_spec_path, load_spec
 
     models = out.parent / "altered-models"
@@ -52,7 +52,7 @@ def altered_triton(toy_repository: Path, tmp_path_factory: pytest.TempPathFactor
 
 
 def test_repository_writer_declares_the_identity(toy_repository: Path) -> None:
-    from ufsim_export.repository import identity_parameters
+    from ufsim_export.repository.writer import identity_parameters
 
     manifest = json.loads((toy_repository / "REPOSITORY.json").read_text())
     text = (toy_repository / "pipeline" / "config.pbtxt").read_text()
