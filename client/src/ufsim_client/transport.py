@@ -275,8 +275,10 @@ class ServerPool:
         Raises:
             ServerError: when every attempt failed, or on a non-transient failure.
         """
-        contract = self.contract()
         n = len(inputs["pid"])
+        if n == 0:
+            raise ValueError(f"request {request_id}: a request needs at least one particle (not batch 0)")
+        contract = self.contract()
         infer_inputs = []
         for name, spec in contract.inputs.items():
             if name not in inputs:
