@@ -296,3 +296,16 @@ def test_bearer_token_discovery_order(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("two tokens\n")
     with pytest.raises(InputError, match="holds no single token"):
         discover_token(None, {"BEARER_TOKEN_FILE": str(tmp_path / "file")})
+
+
+def test_leftover_cleanup_takes_output_names_literally(tmp_path: Path) -> None:
+    """Glob characters in the output name match only themselves."""
+    from ufsim_client.writers import remove_stale_temporaries
+
+    host = socket.gethostname()
+    mine = tmp_path / f".run[1].root.{host}.999999999.abcd.tmp"
+    other = tmp_path / f".run1.root.{host}.999999999.abcd.tmp"
+    for path in (mine, other):
+        path.write_bytes(b"left by a killed run")
+    assert remove_stale_temporaries(tmp_path / "run[1].root") == [mine]
+    assert other.exists()

@@ -52,13 +52,19 @@ def altered_triton(toy_repository: Path, tmp_path_factory: pytest.TempPathFactor
 
 
 def test_repository_writer_declares_the_identity(toy_repository: Path) -> None:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
     from ufsim_export.repository.writer import identity_parameters
 
     manifest = json.loads((toy_repository / "REPOSITORY.json").read_text())
-    text = (toy_repository / "pipeline" / "config.pbtxt").read_text()
-    for key, value in identity_parameters(manifest).items():
-        assert f'key: "{key}"\n  value: {{\n    string_value: "{value}"' in text
-    assert len(manifest["models"]) == text.count('key: "ufsim_sha256_')
+    config = text_format.Parse(
+        (toy_repository / "pipeline" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+    )
+    declared = {key: value.string_value for key, value in config.parameters.items()}
+    assert declared == identity_parameters(manifest)
+    assert declared["ufsim_repository_version"] == "toy-0"
+    assert {f"ufsim_sha256_{name}" for name in manifest["models"]} < set(declared)
 
 
 def test_pool_exposes_the_served_identity(triton: Any, toy_repository: Path) -> None:

@@ -131,7 +131,7 @@ def fresh_triton(toy_repository: Path, tmp_path: Path) -> Iterator[Any]:
 
 
 def _expire_deadlines(url: str, writer: Any) -> ServerPool:
-    tiny = RetryPolicy(initial_backoff=0.01, max_backoff=0.05, total_timeout=2.0, request_timeout=1e-3)
+    tiny = RetryPolicy(initial_backoff=0.01, max_backoff=0.05, total_timeout=2.0, request_timeout=1e-6)
     with ServerPool([url], retry=RetryPolicy()) as pool:
         pool.contract()
         pool.retry = tiny

@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -244,8 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    previous = {s: signal.signal(s, _stop) for s in _STOP_SIGNALS}
-    previous[signal.SIGINT] = signal.signal(signal.SIGINT, _interrupt)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+        previous = {s: signal.signal(s, _stop) for s in _STOP_SIGNALS}
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _interrupt)
     try:
         if args.command == "simulate":
             return _simulate(args)

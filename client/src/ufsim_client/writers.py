@@ -16,6 +16,7 @@ ROOT: one ``TObjString`` per key).
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import re
@@ -64,7 +65,7 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     host = re.escape(socket.gethostname())
     pattern = re.compile(rf"\.{re.escape(path.name)}\.{host}\.(\d+)\.[^.]+\.tmp")
     removed = []
-    for candidate in path.parent.glob(f".{path.name}.*.tmp"):
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         match = pattern.fullmatch(candidate.name)
         if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
             with contextlib.suppress(FileNotFoundError):
