@@ -204,3 +204,13 @@ def test_serves_other_machines_over_tls(small_repository: Path, certificate: Pat
         running.process.send_signal(signal.SIGTERM)
         status, _, _ = running.finish()
     assert status == 0
+
+
+def test_restrictions_passed_by_the_caller_replace_the_defaults(small_repository: Path) -> None:
+    """Triton refuses a protocol restricted twice; the caller's own restriction flags win."""
+    own = "--grpc-restricted-protocol=shared-memory:x-key=abcdefghijklmnopqrstuvwxyz"
+    server = LocalTriton(small_repository, extra_args=[own])
+    command = server.command()
+    assert [arg for arg in command if arg.startswith("--grpc-restricted-protocol")] == [own]
+    assert len([arg for arg in command if arg.startswith("--http-restricted-api")]) == 1
+    server.close()

@@ -300,8 +300,11 @@ class LocalTriton:
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
         ]
         if self.restricted_protocols:
+            # Triton refuses a protocol restricted twice: restrictions among extra_args replace these.
             restricted = f"{','.join(self.restricted_protocols)}:{ADMIN_HEADER}={self.admin_key}"
-            local += [f"--grpc-restricted-protocol={restricted}", f"--http-restricted-api={restricted}"]
+            for flag in ("--grpc-restricted-protocol", "--http-restricted-api"):
+                if not any(arg.startswith(f"{flag}=") for arg in self.extra_args):
+                    local.append(f"{flag}={restricted}")
         if self.tls is not None:
             local += self.tls.flags()
         return [str(tritonserver_binary()), *portable[1:], *local, *self.extra_args]
