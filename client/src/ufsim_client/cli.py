@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from importlib import metadata
 from pathlib import Path
 from types import FrameType
 
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log messages (-vv for debug)"
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {metadata.version('ufsim-client')}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     sim = commands.add_parser("simulate", help="simulate events on one or more servers and write an ntuple")
