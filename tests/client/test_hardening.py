@@ -309,3 +309,20 @@ def test_leftover_cleanup_takes_output_names_literally(tmp_path: Path) -> None:
         path.write_bytes(b"left by a killed run")
     assert remove_stale_temporaries(tmp_path / "run[1].root") == [mine]
     assert other.exists()
+
+
+def test_compressed_hepmc_is_checked_and_read_like_plain(hepmc_files: list[Path], tmp_path: Path) -> None:
+    import gzip
+
+    from ufsim_client import read_hepmc
+
+    packed = tmp_path / "evt1.mc2.gz"
+    packed.write_bytes(gzip.compress(hepmc_files[1].read_bytes()))
+    assert check_hepmc_file(packed) == check_hepmc_file(hepmc_files[1])
+    (plain,) = read_hepmc(hepmc_files[1])
+    (unpacked,) = read_hepmc(packed)
+    np.testing.assert_array_equal(plain.momentum, unpacked.momentum)
+    truncated = tmp_path / "cut.mc2.gz"
+    truncated.write_bytes(gzip.compress(hepmc_files[1].read_bytes()[:120_000]))
+    with pytest.raises(InputError, match="cut.mc2.gz: event 1"):
+        check_hepmc_file(truncated)

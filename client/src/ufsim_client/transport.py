@@ -363,12 +363,15 @@ class ServerPool:
             else:
                 log.info("%s: attempt %d failed (%s); retrying", what, state.attempt_number, error)
 
-        def never_answered(state: RetryCallState) -> bool:
-            return not self._answered and time.monotonic() - self._started >= policy.connect_timeout
+        budget = stop_after_delay(policy.total_timeout)
+
+        def stop(state: RetryCallState) -> bool:
+            never_answered = time.monotonic() - self._started >= policy.connect_timeout and not self._answered
+            return budget(state) or never_answered
 
         retrying = Retrying(
             retry=retry_if_exception(is_transient),
-            stop=stop_after_delay(policy.total_timeout) | never_answered,
+            stop=stop,
             wait=wait_exponential_jitter(initial=policy.initial_backoff, max=policy.max_backoff),
             before_sleep=before_sleep,
             reraise=True,

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
 
 from ufsim_client.errors import InputError
 
@@ -25,11 +25,6 @@ _FORMATS = {
     "HepMC::IO_GenEvent-START_EVENT_LISTING": ("HepMC2", "HepMC::IO_GenEvent-END_EVENT_LISTING"),
     "HepMC::Asciiv3-START_EVENT_LISTING": ("HepMC3", "HepMC::Asciiv3-END_EVENT_LISTING"),
 }
-_OPENERS: list[tuple[bytes, Callable[..., IO[bytes]]]] = [
-    (b"\x1f\x8b", gzip.open),
-    (b"BZh", bz2.open),
-    (b"\xfd7zXZ\x00", lzma.open),
-]
 
 
 @dataclass(frozen=True)
@@ -41,12 +36,16 @@ class CheckedEvent:
     particles: int
 
 
-def _open(path: str | os.PathLike[str]) -> IO[bytes]:
+def _open(path: str | os.PathLike[str]) -> io.BufferedIOBase:
+    """The file, decompressed when it starts with a gzip, bzip2 or xz signature (as pyhepmc reads it)."""
     with open(path, "rb") as probe:
         magic = probe.read(6)
-    for prefix, opener in _OPENERS:
-        if magic.startswith(prefix):
-            return opener(path, "rb")
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(path, "rb")
+    if magic.startswith(b"BZh"):
+        return bz2.BZ2File(path, "rb")
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(path, "rb")
     return open(path, "rb")
 
 
@@ -90,7 +89,7 @@ def _check_p3(tokens: list[str]) -> None:
     _ints(tokens[9:10])
 
 
-def _lines(handle: IO[bytes]) -> Iterator[tuple[int, str]]:
+def _lines(handle: io.BufferedIOBase) -> Iterator[tuple[int, str]]:
     for number, raw in enumerate(handle, start=1):
         try:
             yield number, raw.decode("ascii").rstrip("\r\n")

@@ -66,8 +66,11 @@ def _outputs(b: GraphBuilder, step: StepSpec, values: dict[str, str]) -> None:
 
 
 def _sane_inputs(b: GraphBuilder, x: dict[str, str]) -> tuple[dict[str, str], str]:
-    """Rows of finite origin, momentum (each |component| <= MAX_MOMENTUM_MEV) and n_tracks >= 0, and the
-    inputs with every other row replaced by origin 0, momentum (0, 0, 1 GeV), n_tracks 0."""
+    """The inputs with every row that is not sane replaced by harmless values, and the mask of sane rows.
+
+    Sane: finite origin, momentum (each |component| <= MAX_MOMENTUM_MEV) and n_tracks >= 0; the others
+    get origin 0, momentum (0, 0, 1 GeV) and n_tracks 0.
+    """
 
     def finite(v: str) -> str:  # v - v is 0 for finite values, NaN for NaN and +-inf
         return b.op("Equal", b.op("Sub", v, v), b.const(0.0))
