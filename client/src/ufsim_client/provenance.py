@@ -81,8 +81,11 @@ def served_identity(pool: Any, model: str) -> dict[str, Any]:
         from ufsim_client.vertices import metadata_timeout
 
         timeout = metadata_timeout(pool)
-        config = server.client.get_model_config(model, as_json=True, client_timeout=timeout)
-        metadata = server.client.get_model_metadata(model, as_json=True, client_timeout=timeout)
+        headers = getattr(server, "headers", None)
+        config = server.client.get_model_config(model, headers=headers, as_json=True, client_timeout=timeout)
+        metadata = server.client.get_model_metadata(
+            model, headers=headers, as_json=True, client_timeout=timeout
+        )
         config = config.get("config", config)
         parameters = {k: v.get("string_value", v) for k, v in config.get("parameters", {}).items()}
         return {"server": server.url, "versions": metadata.get("versions", []), "parameters": parameters}

@@ -66,7 +66,10 @@ class PvReconstruction:
         def metadata(server: Any) -> dict[str, Any] | None:
             try:
                 found: dict[str, Any] = server.client.get_model_metadata(
-                    self.model, as_json=True, client_timeout=metadata_timeout(self.pool)
+                    self.model,
+                    headers=getattr(server, "headers", None),
+                    as_json=True,
+                    client_timeout=metadata_timeout(self.pool),
                 )
                 return found
             except InferenceServerException as err:
