@@ -130,7 +130,7 @@ def test_simulate_records_how_the_ntuple_was_made(
         assert [i["name"] for i in record["inputs"]] == [f.name for f in files]
         assert record["inputs"][1]["sha256"] == hashlib.sha256(files[1].read_bytes()).hexdigest()
         assert record["server"]["model"] == "pipeline" and record["server"]["urls"] == [triton.grpc_url]  # type: ignore[attr-defined]
-        assert record["server"]["repository"]["versions"] == ["1"]
+        assert record["server"]["repository"]["repository_version"] == "toy-0"  # the servers' identity
         assert record["pv_model"] == "pv_reconstruction" and record["crossing"] == "file"
         data = read_ntuple(target)
         assert set(data["SourceFile"].tolist()) == {0, 1}
