@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 import onnx
+from google.protobuf import text_format
 from numpy.typing import NDArray
+from tritonclient.grpc import model_config_pb2 as mc
 
 from . import rng
 from .builder import GraphBuilder
@@ -133,10 +135,8 @@ def build_model(params: dict[str, Any]) -> onnx.ModelProto:
     return b.build(doc=f"ufsim PV reconstruction, SQLamarr triple Gaussian, {params['condition']}")
 
 
-def model_config_message(*, max_batch_size: int = 65536) -> Any:
+def model_config_message(*, max_batch_size: int = 65536) -> mc.ModelConfig:
     """Triton ModelConfig of the PV model (ONNX Runtime, dynamic batching; batch = primary vertices)."""
-    from tritonclient.grpc import model_config_pb2 as mc
-
     config = mc.ModelConfig(name=MODEL_NAME, backend="onnxruntime", max_batch_size=max_batch_size)
     for entries, tensors in (
         (config.input, [("true_pv", "FP32", 3), ("rng_key", "UINT64", 1)]),
@@ -152,8 +152,6 @@ def model_config_message(*, max_batch_size: int = 65536) -> Any:
 
 def model_config(*, max_batch_size: int = 65536, source: str = "pv_reconstruction.json") -> str:
     """config.pbtxt of the PV model: :func:`model_config_message` in protobuf text format."""
-    from google.protobuf import text_format
-
     return HEADER.format(source=source) + text_format.MessageToString(
         model_config_message(max_batch_size=max_batch_size)
     )

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 from numpy.typing import NDArray
 from scipy import stats
 
@@ -62,8 +63,6 @@ def served_smearing(
     true_pv: NDArray[Any], *, repeats: int, seed: int = 1, model: Path = MODEL
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """The served model on ``repeats`` copies of ``true_pv`` (m, 3): (true, reconstructed, error)."""
-    import onnxruntime as ort
-
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     true = np.tile(np.asarray(true_pv, dtype=np.float32), (repeats, 1))
     keys = rng.mix64(np.arange(len(true), dtype=np.uint64) + np.uint64(seed) * np.uint64(1 << 40)).reshape(
@@ -96,10 +95,10 @@ def compare(ours: NDArray[np.float64], theirs: NDArray[np.float64]) -> list[dict
 
 def write_report(out: Path, *, repeats: int, seed: int = 1) -> Path:
     """Run both on the ten HepMC2 crossings; write ``pv_sqlamarr.md`` and ``figures/pv_sqlamarr.png``."""
-    import matplotlib
+    import matplotlib  # deferred: only the report draws, and pyplot needs the Agg backend chosen first
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: after the backend is chosen
 
     files = sorted(DATA.glob("evt*.mc2"))
     theirs = run_sqlamarr(files, DATA / "PrimaryVertexSmearing.db", repeats=repeats, seed=seed)
