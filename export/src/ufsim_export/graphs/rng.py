@@ -9,11 +9,12 @@ Algorithm (SplitMix64 finaliser, Steele et al. 2014, which passes BigCrush):
     mix(x)   = x ^= x >> 30; x *= 0xBF58476D1CE4E5B9; x ^= x >> 27; x *= 0x94D049BB133111EB; x ^= x >> 31
     word_j   = mix(mix(rng_key) ^ mix((stream << 32) | j))
     u_j      = ((word_j >> 40) + 0.5) * 2**-24                  uniform in (0, 1), float32, 24 bits
-    normals  = inverse CDF of word_j by table: bit 63 is the sign, bits 62..32 give the tail probability
-               p = (m + 0.5) 2^-32 in (0, 1/2); a float64-built table of Phi^-1 (geometric regions of 2048
-               cells, linear inside a cell; the 2048 smallest m exactly) gives |z| to 3e-6, |z| <= 6.34.
-               Only integer ops, Gather, Mul and Add: the same bits in numpy and in any runtime, at any batch
-               position (ONNX Runtime's vectorised Log/Sqrt/Sin/Cos are not), and no even-dim restriction.
+    normals  = inverse CDF of word_j by table: bit 63 is the sign, bits 62..32 (as float32 f) give the tail
+               probability p = (f + 0.5) 2^-32 in (0, 1/2); a float64-built table of Phi^-1 (four geometric
+               regions of 4096 cells, linear inside a cell; the 2048 smallest f exactly) gives |z| to 3e-6,
+               |z| <= 6.34. Integer ops, compares, Where, Floor, Gather, Mul and Add only: the same bits in
+               numpy and any runtime at any batch position (ONNX Runtime's vectorised Log/Sqrt/Sin/Cos are
+               not), about 1.4x cheaper than the exactly rounded Box-Muller it replaced, any dim.
 
 ONNX Runtime 1.19.2 (NGC 24.10) has no uint64 Add or Mul on CPU, so the multiplications run as
 int64 (two's-complement wrap-around gives the same bits) between bit-preserving Casts.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import statistics
+from typing import Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,15 +39,51 @@ _M2 = 0x94D049BB133111EB
 _SHIFTS = (30, 27, 31)
 _U24 = 2.0**-24
 _P32 = 2.0**-32
-# Inverse-CDF table: m = bits 62..32 of a word, tail probability p = (m + 0.5) 2^-32; region r holds
-# m in [2^(27-4r), 2^(31-4r)) in _CELLS cells of 2^_SHIFTS_Q[r] values (linear inside a cell), and the last
-# region the 2^11 smallest m one by one.
-_CELLS = 2048
-_SHIFTS_Q = (20, 16, 12, 8, 4, 0)
-_THRESHOLDS = np.array([2**11, 2**15, 2**19, 2**23, 2**27], dtype=np.int64)
-_SHIFT_TABLE = np.array(_SHIFTS_Q, dtype=np.uint64)
-_OFFSETS = np.arange(len(_SHIFTS_Q), dtype=np.int64) * _CELLS
-_SCALES = np.array([2.0**-s for s in _SHIFTS_Q], dtype=np.float32)
+# Inverse-CDF table: m = bits 62..32 of a word, rounded to float32 as f; tail probability p = (f + 0.5) 2^-32.
+# Region r < 4 holds f in [2^(26-5r), 2^(31-5r)) in _CELLS cells of 2^_SHIFTS_Q[r] values (linear inside a
+# cell); the last region the 2^11 smallest m one by one. Regions are told apart by float compares and Where.
+_CELLS = 4096
+_SHIFTS_Q = (19, 14, 9, 4, 0)
+_SIZES = (_CELLS, _CELLS, _CELLS, _CELLS, 2048)
+_BOUNDS = (2.0**26, 2.0**21, 2.0**16, 2.0**11)
+_OFFSETS = tuple(float(sum(_SIZES[:r])) for r in range(len(_SIZES)))
+
+T = TypeVar("T")
+
+
+class _Where(Protocol[T]):
+    """The three operations :func:`_region` needs, on numpy arrays or on ONNX value names."""
+
+    def const(self, value: float) -> T: ...
+    def less(self, x: T, bound: float) -> T: ...
+    def where(self, cond: T, a: T, b: T) -> T: ...
+
+
+class _NumpyWhere:
+    def const(self, value: float) -> NDArray[np.float32]:
+        return np.float32(value)  # type: ignore[return-value]
+
+    def less(self, x: NDArray[np.float32], bound: float) -> NDArray[np.bool_]:
+        return x < np.float32(bound)
+
+    def where(
+        self, cond: NDArray[np.bool_], a: NDArray[np.float32], b: NDArray[np.float32]
+    ) -> NDArray[np.float32]:
+        return np.where(cond, a, b).astype(np.float32)
+
+
+class _GraphWhere:
+    def __init__(self, b: GraphBuilder) -> None:
+        self.b = b
+
+    def const(self, value: float) -> str:
+        return self.b.const(value)
+
+    def less(self, x: str, bound: float) -> str:
+        return self.b.op("Less", x, self.b.const(bound))
+
+    def where(self, cond: str, a: str, b: str) -> str:
+        return self.b.where(cond, a, b)
 
 
 def mix64(x: NDArray[np.uint64]) -> NDArray[np.uint64]:
@@ -73,30 +111,36 @@ def uniforms(keys: NDArray[np.uint64], stream: int, count: int) -> NDArray[np.fl
 
 
 @functools.cache
-def quantile_table() -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Per-cell start value and increment of |z| = Phi^-1(1 - p), built in float64 once per process."""
+def quantile_table() -> NDArray[np.float32]:
+    """Per cell, the start value and increment of |z| = Phi^-1(1 - p), [cells, 2], built in float64 once."""
     inv = statistics.NormalDist().inv_cdf
-    start, step = [], []
-    for shift in _SHIFTS_Q:
-        for cell in range(_CELLS):
+    rows = []
+    for shift, size in zip(_SHIFTS_Q, _SIZES, strict=True):
+        for cell in range(size):
             lo = -inv((cell * 2.0**shift + 0.5) * _P32)
-            start.append(lo)
-            step.append(-inv(((cell + 1) * 2.0**shift + 0.5) * _P32) - lo if shift else 0.0)
-    return np.asarray(start, dtype=np.float32), np.asarray(step, dtype=np.float32)
+            rows.append((lo, -inv(((cell + 1) * 2.0**shift + 0.5) * _P32) - lo if shift else 0.0))
+    return np.asarray(rows, dtype=np.float32)
+
+
+def _region(o: _Where[T], f: T, values: tuple[float, ...]) -> T:
+    """``values[r]`` where f lies in region r, by a cascade of compares (regions nest downwards)."""
+    out = o.const(values[-1])
+    for bound, value in zip(reversed(_BOUNDS), reversed(values[:-1]), strict=True):
+        out = o.where(o.less(f, bound), out, o.const(value))
+    return out
 
 
 def normals(keys: NDArray[np.uint64], stream: int, dim: int) -> NDArray[np.float32]:
     """Reference implementation: standard normals (N, dim), float32, by table inverse CDF."""
-    start, step = quantile_table()
+    table = quantile_table()
     w = words(keys, stream, dim)
-    m = (w << np.uint64(1)) >> np.uint64(33)
-    region = (m.astype(np.int64)[..., None] < _THRESHOLDS).astype(np.int64).sum(axis=-1)
-    shift = _SHIFT_TABLE[region]
-    index = m >> shift
-    rest = m.astype(np.int64) - (index << shift).astype(np.int64)
-    cell = index.astype(np.int64) + _OFFSETS[region]
-    t = rest.astype(np.float32) * _SCALES[region]
-    magnitude = start[cell] + t * step[cell]
+    f = ((w << np.uint64(1)) >> np.uint64(33)).astype(np.float32)
+    o = _NumpyWhere()
+    g = f * _region(o, f, tuple(2.0**-s for s in _SHIFTS_Q))
+    cell = np.floor(g)
+    t = g - cell
+    pair = table[(cell + _region(o, f, _OFFSETS)).astype(np.int64)]
+    magnitude = pair[..., 0] + t * pair[..., 1]
     sign = np.float32(1.0) - np.float32(2.0) * (w >> np.uint64(63)).astype(np.float32)
     return (magnitude * sign).astype(np.float32)
 
@@ -125,8 +169,7 @@ def uniforms_graph(b: GraphBuilder, key: str, stream: int, count: int) -> str:
 
 
 def normals_graph(b: GraphBuilder, key: str, stream: int, dim: int) -> str:
-    """Add nodes computing :func:`normals` (integer ops, Gather, Mul, Add only); returns [N, dim] FP32."""
-    start, step = quantile_table()
+    """Add nodes computing :func:`normals` (integer ops, compares, Where, Floor, Gather, Mul, Add)."""
     w = words_graph(b, key, stream, dim)
     m = b.op(
         "BitShift",
@@ -134,17 +177,20 @@ def normals_graph(b: GraphBuilder, key: str, stream: int, dim: int) -> str:
         b.const(33, np.uint64),
         direction="RIGHT",
     )
-    m_signed = b.cast(m, "INT64")
-    below = b.op("Less", b.op("Unsqueeze", m_signed, b.const([2], np.int64)), b.const(_THRESHOLDS, np.int64))
-    region = b.op("ReduceSum", b.cast(below, "INT64"), b.const([2], np.int64), keepdims=0)
-    shift = b.op("Gather", b.const(_SHIFT_TABLE, np.uint64), region)
-    index = b.op("BitShift", m, shift, direction="RIGHT")
-    rest = b.op("Sub", m_signed, b.cast(b.op("BitShift", index, shift, direction="LEFT"), "INT64"))
-    cell = b.op("Add", b.cast(index, "INT64"), b.op("Gather", b.const(_OFFSETS, np.int64), region))
-    t = b.op("Mul", b.cast(rest, "FP32"), b.op("Gather", b.const(_SCALES), region))
-    magnitude = b.op(
-        "Add", b.op("Gather", b.const(start), cell), b.op("Mul", t, b.op("Gather", b.const(step), cell))
-    )
+    f = b.cast(m, "FP32")
+    o = _GraphWhere(b)
+    g = b.op("Mul", f, _region(o, f, tuple(2.0**-s for s in _SHIFTS_Q)))
+    cell = b.op("Floor", g)
+    t = b.op("Sub", g, cell)
+    index = b.cast(b.op("Add", cell, _region(o, f, _OFFSETS)), "INT64")
+    pair = b.op("Gather", b.const(quantile_table()), index)
+    axes = b.const([2], np.int64)
+
+    def column(j: int) -> str:
+        sliced = b.op("Slice", pair, b.const([j], np.int64), b.const([j + 1], np.int64), axes)
+        return b.op("Squeeze", sliced, axes)
+
+    magnitude = b.op("Add", column(0), b.op("Mul", t, column(1)))
     top = b.cast(b.op("BitShift", w, b.const(63, np.uint64), direction="RIGHT"), "FP32")
     sign = b.op("Sub", b.const(1.0), b.op("Mul", b.const(2.0), top))
     return b.op("Mul", magnitude, sign)
