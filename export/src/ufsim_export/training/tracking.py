@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import time
 import warnings
 from collections.abc import Callable
@@ -35,6 +36,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..metrics import w1_over_sigma
 from ..spec import PipelineSpec, default_spec_path, load_spec
 from .common import (
     QuantileResidualGenerator,
@@ -216,7 +218,7 @@ def fit_gbdt(
     X: np.ndarray, probabilities: np.ndarray, weights: np.ndarray | None, config: GBDTConfig, seed: int
 ) -> Any:
     """LightGBM classifier on soft labels, deterministic for a seed and 2 threads."""
-    from lightgbm import LGBMClassifier
+    from lightgbm import LGBMClassifier  # optional dependency (extra `train`)
 
     Xr, yr, wr = soft_label_rows(
         X.astype(np.float32), probabilities.astype(np.float64), weights, min_weight=1e-4
@@ -337,8 +339,6 @@ def generator_metrics(
     seed: int,
 ) -> dict[str, Any]:
     """W1/σ per output on held-out conditions with fresh N(0, 1) noise (not the library's stream)."""
-    from ..validation.metrics import w1_over_sigma
-
     noise = np.random.default_rng(seed + 1000).standard_normal((len(conditions), module.noise_dim))
     with torch.no_grad():
         generated = module(
@@ -398,8 +398,6 @@ def train(
 
 
 def _finish_manifest(path: Path, seconds: float) -> None:
-    import json
-
     manifest_path = path.with_suffix(".json")
     manifest = json.loads(manifest_path.read_text())
     manifest["training_seconds"] = round(seconds, 1)

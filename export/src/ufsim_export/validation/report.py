@@ -31,7 +31,8 @@ import numpy as np
 import onnxruntime as ort
 from tqdm.auto import tqdm
 
-from .metrics import (
+from ..convert.verify import verify_classifier, verify_generator
+from ..metrics import (
     MIN_BIN_ROWS,
     binned_mean,
     binned_mean_2d,
@@ -40,6 +41,10 @@ from .metrics import (
     robust_sigma,
     w1_over_sigma,
 )
+from ..spec import default_spec_path, load_spec
+from ..training import calibration, pid
+from ..training.common import git_commit, load_generator
+from ..training.tracking import EFFICIENCY_LABELS, Columns, load_particles, load_tracks
 
 W1_TARGET = 0.05
 FIDELITY_TARGET = 1e-5
@@ -54,7 +59,8 @@ CURVE_LOG10P = np.linspace(2.5, 6.0, 15)
 CURVE_ETA = np.linspace(1.0, 6.0, 21)
 EFF_2D_LOG10P = np.array([2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0])
 EFF_2D_ETA = np.array([1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5])
-TRACK_TYPES = ("long", "upstream", "downstream")
+TRACK_TYPES: tuple[str, ...] = load_spec(default_spec_path()).step("tracking_efficiency").classes[1:]
+"""Reconstructed track types, in the order of the tracking-efficiency classes after the first."""
 FIGURES = "figures"
 METHOD = [
     "- **Data**: `lamarr-trk-2016MU` (labels from the public Lamarr 2016 MagUp tracking library). 20 % of "
@@ -131,7 +137,7 @@ def _eta_from_slopes(tx: np.ndarray, ty: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------- plotting
 def _plt() -> Any:
-    import matplotlib
+    import matplotlib  # optional dependency (extra `train`), and the backend is set before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -233,7 +239,6 @@ def _edges_text() -> str:
 
 def efficiency_section(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick: bool) -> Section:
     """Acceptance and track-type efficiencies of the ONNX GBDTs vs the library, validation particles."""
-    from ..training.tracking import EFFICIENCY_LABELS, Columns, load_particles
 
     sec = Section("Acceptance and tracking efficiency (GBDTs)")
     acc_path, eff_path = models_dir / "acceptance.onnx", models_dir / "tracking_efficiency.onnx"
@@ -453,7 +458,6 @@ def tracking_generator_sections(
     data_dir: Path, models_dir: Path, fig_dir: Path, *, quick: bool
 ) -> list[Section]:
     """Resolution and covariance generators on the validation tracks."""
-    from ..training.tracking import Columns, load_tracks
 
     cols = Columns.from_spec()
     df, val = load_tracks(data_dir, seed=0)
@@ -496,13 +500,6 @@ def pid_sections(models_dir: Path, fig_dir: Path, *, quick: bool) -> list[Sectio
     present = [s for s in PID_STEPS if (models_dir / f"{s}.onnx").exists()]
     if not present:
         return [Section("PID", ["No PID artifacts in the models folder: not validated here."])]
-    try:
-        from .. import calibration
-        from ..training import pid
-    except ImportError as exc:
-        return [
-            Section("PID", [f"PID artifacts present but the calibration generator is unavailable: {exc}"])
-        ]
     n = 30_000 if quick else 200_000
     frame = calibration.generate(n, seed=987_654)
     features = frame[list(calibration.PID_FEATURES)].to_numpy(np.float64)
@@ -621,9 +618,6 @@ def _is_muon_section(
 # ------------------------------------------------------------------------------------------- fidelity
 def fidelity_section(data_dir: Path, models_dir: Path, *, quick: bool) -> Section:
     """ONNX vs original: recomputed where the original is committed, else from the manifest."""
-    from ..training.common import load_generator
-    from ..training.tracking import Columns, load_particles, load_tracks
-    from ..verify import verify_classifier, verify_generator
 
     sec = Section("Conversion fidelity (ONNX vs original)")
     sec.lines += [
@@ -747,7 +741,6 @@ def write_report(data_dir: Path, models_dir: Path, out_dir: Path, *, quick: bool
         sections += job()
     misses = [m for s in sections for m in s.misses]
     checks = sum(s.checks for s in sections)
-    from ..training.common import git_commit
 
     lines = [
         "# ufsim reference models: validation report",
