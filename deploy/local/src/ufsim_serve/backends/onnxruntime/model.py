@@ -10,8 +10,8 @@ the native backend's parameters ``intra_op_thread_count``, ``enable_mem_arena`` 
 Memory (parameters of this backend only; the native one ignores them): ``max_rows_per_run`` runs a larger
 batch through the session in slices of that many rows, so ONNX Runtime's memory arena never grows past
 one slice's working set (graphs whose rows are independent give the same bits); ``idle_release_seconds``
-gives the arena's memory back to the system once the instance has been idle that long (a one-row run with
-arena shrinkage, then ``malloc_trim``). Both default to 0, off.
+gives the arena's memory back to the system once the instance has been idle that long (the session is
+reopened, which drops its arena, then ``malloc_trim``). Both default to 0, off.
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ class TritonPythonModel:
         options.enable_mem_pattern = pattern
         self.max_rows = _int_parameter(config, "max_rows_per_run", default=0)
         idle = _int_parameter(config, "idle_release_seconds", default=0)
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.path, self.options = path, options
+        self.session = self._open()
         self.inputs = [_TensorSpec.from_config(e, self.batching) for e in config.get("input", [])]
         self.outputs = [_TensorSpec.from_config(e, self.batching) for e in config.get("output", [])]
         self.output_names = tuple(spec.name for spec in self.outputs)
@@ -174,20 +175,26 @@ class TritonPythonModel:
             if due:
                 self._release()
 
+    def _open(self) -> ort.InferenceSession:
+        """A new ONNX Runtime session on the model file (CPU)."""
+        return ort.InferenceSession(str(self.path), self.options, providers=["CPUExecutionProvider"])
+
     def _release(self) -> None:
-        """A one-row run with arena shrinkage (frees every unused arena region), then ``malloc_trim``."""
-        session = self.session
-        if session is None:
-            return
-        feeds = {
-            spec.name: np.zeros((1, *(max(d, 1) for d in spec.shape[1:])), spec.dtype) for spec in self.inputs
-        }
-        options = ort.RunOptions()
-        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        """Replace the session by a fresh one (the old one's memory arena goes with it), unless a request
+        came in meanwhile; then ``malloc_trim`` gives the freed heap back to the system."""
+        decided = time.monotonic()
         try:
-            session.run(None, feeds, options)
+            fresh = self._open()
         except Exception as error:
-            pb_utils.Logger.log_verbose(f"model '{self.name}': idle memory release run failed ({error})")
+            pb_utils.Logger.log_warn(
+                f"model '{self.name}': could not reopen the session to free memory ({error})"
+            )
+            return
+        with self._lock:
+            if self.session is None or self._last_run > decided:
+                return
+            self.session = fresh
+        del fresh
         libc = _glibc()
         if libc is not None:
             libc.malloc_trim(0)
@@ -198,13 +205,12 @@ class TritonPythonModel:
         with self._lock:
             self._last_run = time.monotonic()
             self._released = False
+            session = self.session
         rows = int(next(iter(feeds.values())).shape[0]) if self.batching and feeds else 0
         if self.max_rows <= 0 or rows <= self.max_rows:
-            return list(self.session.run(names, feeds))
+            return list(session.run(names, feeds))
         pieces = [
-            self.session.run(
-                names, {name: value[start : start + self.max_rows] for name, value in feeds.items()}
-            )
+            session.run(names, {name: value[start : start + self.max_rows] for name, value in feeds.items()})
             for start in range(0, rows, self.max_rows)
         ]
         return [np.concatenate([np.atleast_1d(piece[j]) for piece in pieces]) for j in range(len(names))]
