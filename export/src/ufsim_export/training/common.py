@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+from numpy.typing import NDArray
 from scipy.special import ndtr
 from torch import nn
 from tqdm.auto import tqdm
@@ -120,8 +121,8 @@ def seed_everything(seed: int, *, threads: int = N_THREADS) -> np.random.Generat
 
 
 def event_split(
-    source: np.ndarray, event: np.ndarray, *, val_fraction: float = 0.2, seed: int = 0
-) -> np.ndarray:
+    source: NDArray[Any], event: NDArray[Any], *, val_fraction: float = 0.2, seed: int = 0
+) -> NDArray[Any]:
     """Boolean mask of validation rows: whole (source, event) groups, chosen by a seeded hash.
 
     Event -1 (the particle gun, one particle per "event") is split per row by its position instead.
@@ -148,13 +149,21 @@ class MonotonePiecewiseLinear(nn.Module):
     tails span 10^4 times the core). Columns with no knots pass through unchanged.
     """
 
-    def __init__(self, knots_x: list[np.ndarray | None], knots_y: list[np.ndarray | None]) -> None:
+    lo: torch.Tensor
+    hi: torch.Tensor
+    slope: torch.Tensor
+    mid: torch.Tensor
+    offset: torch.Tensor
+    base: torch.Tensor
+    mapped: torch.Tensor
+
+    def __init__(self, knots_x: list[NDArray[Any] | None], knots_y: list[NDArray[Any] | None]) -> None:
         super().__init__()
         if len(knots_x) != len(knots_y):
             raise ValueError("knots_x and knots_y need one entry per column")
         n_cols = len(knots_x)
         mapped = [i for i, k in enumerate(knots_x) if k is not None]
-        n_knots = max((len(knots_x[i]) for i in mapped), default=2)
+        n_knots = max((len(k) for k in knots_x if k is not None), default=2)
         lo = np.zeros((n_cols, n_knots - 1), np.float64)
         hi = np.zeros((n_cols, n_knots - 1), np.float64)
         slope = np.zeros((n_cols, n_knots - 1), np.float64)
@@ -189,10 +198,13 @@ class MonotonePiecewiseLinear(nn.Module):
 
 
 def quantile_knots(
-    values: np.ndarray, *, n_knots: int = 201, u_max: float = 5.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Knots (x, u) of a quantile transform to N(0, 1): u evenly spaced in [-u_max, u_max], x the
-    matching empirical quantiles; tied x merged (their mean u), so x is strictly increasing."""
+    values: NDArray[Any], *, n_knots: int = 201, u_max: float = 5.0
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    """Knots (x, u) of a quantile transform to N(0, 1).
+
+    u is evenly spaced in [-u_max, u_max], x the matching empirical quantiles; tied x are merged
+    (their mean u), so x is strictly increasing.
+    """
     u = np.linspace(-u_max, u_max, n_knots)
     levels = ndtr(u)
     x = np.quantile(np.asarray(values, np.float64), levels)
@@ -205,9 +217,11 @@ def quantile_knots(
 
 
 class QuantileResidualGenerator(nn.Module):
-    """Lamarr's generator with its preprocessing inside: quantile-transform the continuous conditions,
-    run the residual tanh MLP (:class:`ResidualGenerator`) in Gaussianised output space, and map the
-    result back through each output's inverse quantile transform (monotone piecewise-linear).
+    """Lamarr's generator with its preprocessing inside, so the exported ONNX speaks physical units.
+
+    It quantile-transforms the continuous conditions, runs the residual tanh MLP
+    (:class:`ResidualGenerator`) in Gaussianised output space, and maps the result back through each
+    output's inverse quantile transform (monotone piecewise-linear).
 
     Lamarr trains its generators on QuantileTransformer(normal) inputs and outputs (lamarr-reference
     §1.1); keeping the transforms in the module makes the exported ONNX take and return physical units.
@@ -229,14 +243,14 @@ class QuantileResidualGenerator(nn.Module):
         self.continuous = tuple(int(i) for i in continuous)
         self.n_knots = n_knots
         self.core = ResidualGenerator(n_conditions, noise_dim, n_outputs, width=width, n_residual=n_residual)
-        empty: list[np.ndarray | None] = [None] * n_conditions
+        empty: list[NDArray[Any] | None] = [None] * n_conditions
         self.cond_transform = MonotonePiecewiseLinear(empty, empty)
         self.out_transform = MonotonePiecewiseLinear([None] * n_outputs, [None] * n_outputs)
 
-    def fit_transforms(self, conditions: np.ndarray, outputs: np.ndarray) -> None:
+    def fit_transforms(self, conditions: NDArray[Any], outputs: NDArray[Any]) -> None:
         """Fit the quantile transforms (and the core's standardisation) on the training sample."""
-        cx: list[np.ndarray | None] = [None] * self.n_conditions
-        cu: list[np.ndarray | None] = [None] * self.n_conditions
+        cx: list[NDArray[Any] | None] = [None] * self.n_conditions
+        cu: list[NDArray[Any] | None] = [None] * self.n_conditions
         for i in self.continuous:
             cx[i], cu[i] = quantile_knots(conditions[:, i], n_knots=self.n_knots)
         knots = [quantile_knots(outputs[:, j], n_knots=self.n_knots) for j in range(self.n_outputs)]
@@ -249,20 +263,22 @@ class QuantileResidualGenerator(nn.Module):
             cond_u = self.cond_transform(torch.as_tensor(conditions, dtype=torch.float32)).numpy()
         self.core.set_normalisation(cond_u, self.gaussianise_outputs(outputs))
 
-    def gaussianise_outputs(self, outputs: np.ndarray) -> np.ndarray:
+    def gaussianise_outputs(self, outputs: NDArray[Any]) -> NDArray[Any]:
         """Physical outputs -> Gaussian space (the training targets of the core), float32."""
-        return np.stack(
+        gaussian: NDArray[np.float32] = np.stack(
             [np.interp(outputs[:, j], x, u) for j, (x, u) in enumerate(self._forward_out)], axis=1
         ).astype(np.float32)
+        return gaussian
 
-    def core_conditions(self, conditions: np.ndarray) -> np.ndarray:
+    def core_conditions(self, conditions: NDArray[Any]) -> NDArray[Any]:
         """Physical conditions -> the core's input space (quantile-transformed), float32."""
         with torch.no_grad():
-            return self.cond_transform(torch.as_tensor(conditions, dtype=torch.float32)).numpy()
+            return np.asarray(self.cond_transform(torch.as_tensor(conditions, dtype=torch.float32)).numpy())
 
     def forward(self, conditions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Outputs in physical units for conditions in physical units and N(0, 1) noise."""
-        return self.out_transform(self.core(self.cond_transform(conditions), noise))
+        y: torch.Tensor = self.out_transform(self.core(self.cond_transform(conditions), noise))
+        return y
 
     def extra_state(self) -> dict[str, Any]:
         """Constructor arguments, for rebuilding the module from a state_dict."""
@@ -284,11 +300,11 @@ class FitHistory:
 
 def fit_deterministic(
     core: nn.Module,
-    conditions: np.ndarray,
-    noise: np.ndarray,
-    targets: np.ndarray,
+    conditions: NDArray[Any],
+    noise: NDArray[Any],
+    targets: NDArray[Any],
     *,
-    val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    val: tuple[NDArray[Any], NDArray[Any], NDArray[Any]] | None = None,
     epochs: int = 30,
     batch_size: int = 512,
     lr: float = 2e-3,
@@ -357,8 +373,8 @@ def fit_deterministic(
 
 def fit_energy(
     core: nn.Module,
-    conditions: np.ndarray,
-    targets: np.ndarray,
+    conditions: NDArray[Any],
+    targets: NDArray[Any],
     *,
     noise_dim: int,
     epochs: int = 2,
@@ -367,8 +383,9 @@ def fit_energy(
     seed: int = 0,
     desc: str = "energy",
 ) -> FitHistory:
-    """Fine-tune ``core`` with the energy score, a proper scoring rule for the joint conditional
-    distribution: E|G(x, z) - y| - 0.5 E|G(x, z) - G(x, z')| on standardised outputs, fresh N(0, 1) noise.
+    """Fine-tune ``core`` with the energy score, a proper scoring rule for the joint distribution.
+
+    The score is E|G(x, z) - y| - 0.5 E|G(x, z) - G(x, z')| on standardised outputs, fresh N(0, 1) noise.
 
     After a deterministic fit the residual approximation error shrinks the spread a little (regression
     to the mean); the energy score restores it without a discriminator.
@@ -424,13 +441,16 @@ def save_generator(
     out_dir: Path,
     step: str,
     *,
-    conditions: np.ndarray,
+    conditions: NDArray[Any],
     noise_dim: int,
     manifest: dict[str, Any],
     seed: int = 0,
 ) -> tuple[Path, VerificationReport]:
-    """Convert with ``generator_to_onnx``, verify on ``conditions`` (>= 10k rows) with fresh N(0, 1) noise,
-    write ``<step>.onnx``, ``<step>.pt`` (state_dict, when < 5 MB) and ``<step>.json``."""
+    """Convert with ``generator_to_onnx``, verify, and write the step's artifacts.
+
+    Verified on ``conditions`` (>= 10k rows) with fresh N(0, 1) noise; writes ``<step>.onnx``,
+    ``<step>.pt`` (state_dict, when < 5 MB) and ``<step>.json``.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     module.eval()
     n_conditions = conditions.shape[1]
@@ -454,7 +474,8 @@ def save_generator(
 
 def _torch_bytes(module: nn.Module) -> bytes:
     buffer = io.BytesIO()
-    extra = module.extra_state() if hasattr(module, "extra_state") else {}
+    extra_state = getattr(module, "extra_state", None)
+    extra = extra_state() if callable(extra_state) else {}
     torch.save({"class": type(module).__name__, "kwargs": extra, "state_dict": module.state_dict()}, buffer)
     return buffer.getvalue()
 
@@ -464,12 +485,15 @@ def save_gbdt(
     out_dir: Path,
     step: str,
     *,
-    features: np.ndarray,
+    features: NDArray[Any],
     manifest: dict[str, Any],
     implementation: str = "native",
 ) -> tuple[Path, VerificationReport]:
-    """Convert with ``gbdt_to_onnx`` (default ONNX-ML TreeEnsemble, the fastest on CPU), verify on
-    ``features`` (>= 10k rows), write ``<step>.onnx``, ``<step>.pkl`` (when < 5 MB) and ``<step>.json``."""
+    """Convert with ``gbdt_to_onnx`` (default ONNX-ML TreeEnsemble, fastest on CPU), verify, and write.
+
+    Verified on ``features`` (>= 10k rows); writes ``<step>.onnx``, ``<step>.pkl`` (when < 5 MB) and
+    ``<step>.json``.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     features = np.ascontiguousarray(features, dtype=np.float32)
     with warnings.catch_warnings():

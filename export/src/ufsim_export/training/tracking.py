@@ -203,8 +203,11 @@ def _subsample(n: int, max_rows: int | None, rng: np.random.Generator) -> np.nda
 def soft_label_rows(
     X: np.ndarray, probabilities: np.ndarray, weights: np.ndarray | None = None, *, min_weight: float = 1e-6
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each row once per class with weight p_class (x the row weight): the weighted log-loss of these rows
-    is the cross-entropy to the soft labels. Rows below ``min_weight`` are dropped (no contribution)."""
+    """Each row once per class with weight p_class (x the row weight), for training on soft labels.
+
+    The weighted log-loss of these rows is the cross-entropy to the soft labels. Rows below
+    ``min_weight`` are dropped (no contribution).
+    """
     n, k = probabilities.shape
     w = probabilities * (1.0 if weights is None else weights[:, None])
     Xr = np.repeat(X, k, axis=0)
@@ -373,9 +376,12 @@ def _base_manifest(
 def train(
     data_dir: Path, out_dir: Path, *, seed: int = 0, quick: bool = False, order: tuple[str, ...] = ()
 ) -> list[Path]:
-    """Train the four tracking models from ``data_dir`` and write ``<step>.onnx/.json`` (+ originals) to
-    ``out_dir``. ``quick``: tiny subsample, tiny networks, one epoch (tests). ``order``: train these steps
-    first (the models do not depend on each other; each step seeds itself)."""
+    """Train the four tracking models from ``data_dir`` and write their artifacts to ``out_dir``.
+
+    Writes ``<step>.onnx/.json`` (+ originals). ``quick``: tiny subsample, tiny networks, one epoch
+    (tests). ``order``: train these steps first (the models do not depend on each other; each step
+    seeds itself).
+    """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     config = QUICK if quick else FULL
     cols = Columns.from_spec()

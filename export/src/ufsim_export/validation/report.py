@@ -180,8 +180,11 @@ def plot_efficiency_curves(
     *,
     title: str,
 ) -> None:
-    """Efficiency curves: one column per quantity, rows = (vs log10 p, vs η); model vs reference and the
-    difference. ``curves[name] = (centres_p, (ref, model) vs p stacked, centres_eta, ... vs eta)``."""
+    """Efficiency curves, model vs reference and their difference: one column per quantity.
+
+    Rows are (vs log10 p, vs η); ``curves[name] = (centres_p, (ref, model) vs p stacked, centres_eta,
+    ... vs eta)``.
+    """
     plt = _plt()
     names = list(curves)
     fig, axes = plt.subplots(
@@ -239,7 +242,6 @@ def _edges_text() -> str:
 
 def efficiency_section(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick: bool) -> Section:
     """Acceptance and track-type efficiencies of the ONNX GBDTs vs the library, validation particles."""
-
     sec = Section("Acceptance and tracking efficiency (GBDTs)")
     acc_path, eff_path = models_dir / "acceptance.onnx", models_dir / "tracking_efficiency.onnx"
     if not (acc_path.exists() and eff_path.exists()):
@@ -458,7 +460,6 @@ def tracking_generator_sections(
     data_dir: Path, models_dir: Path, fig_dir: Path, *, quick: bool
 ) -> list[Section]:
     """Resolution and covariance generators on the validation tracks."""
-
     cols = Columns.from_spec()
     df, val = load_tracks(data_dir, seed=0)
     idx = np.flatnonzero(val)
@@ -618,7 +619,6 @@ def _is_muon_section(
 # ------------------------------------------------------------------------------------------- fidelity
 def fidelity_section(data_dir: Path, models_dir: Path, *, quick: bool) -> Section:
     """ONNX vs original: recomputed where the original is committed, else from the manifest."""
-
     sec = Section("Conversion fidelity (ONNX vs original)")
     sec.lines += [
         "| model | original | metric | max error (batch sizes) | source |",
