@@ -30,6 +30,8 @@ from cpu.report import Results, write
 from serving.common import machine_note
 
 ROOT = Path(__file__).resolve().parents[1]
+IDLE_WAIT_S = 20
+"""Seconds of quiet before the memory profile, longer than the repository's idle_release_seconds."""
 _SUMMARY = re.compile(r"client CPU ([\d.]+) us/particle \(([\d.]+) without reading")
 
 
@@ -95,12 +97,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         log("starting ufsim-serve")
         server = served.start_served(repository, work)
+        time.sleep(3)
+        results.fresh_pss = server.pss()
+        log(f"fresh server PSS {results.fresh_pss / 1e9:.2f} GB")
         try:
             status |= _served(results, server, particles, work, args)
             if not args.skip_hepmc and not missing:
                 status |= _hepmc(results, server, work, 2 if args.quick else 5)
             if not args.skip_memory:
-                log("memory profile: 65,536-particle requests")
+                log(f"memory profile: {IDLE_WAIT_S} s idle first, then 65,536-particle requests")
+                time.sleep(IDLE_WAIT_S)
                 big = {k: v[:65536] for k, v in inputs.items()}
                 if len(big["pid"]) < 65536:
                     reps = -(-65536 // len(big["pid"]))

@@ -186,7 +186,7 @@ def memory_profile(
     profile = MemoryProfile()
     notes: list[str] = []
     start = time.monotonic()
-    phase = ["fresh"]
+    phase = ["idle"]
     stop = threading.Event()
 
     def sample() -> None:
@@ -205,7 +205,7 @@ def memory_profile(
     time.sleep(5 * period_s)
     try:
         for count in concurrent:
-            fresh = profile.last("fresh")
+            fresh = profile.last("idle")
             added = max((profile.peak(p) for p in ("1 at once",)), default=0) - fresh
             if count > 1 and added * count > 0.7 * mem_available():
                 notes.append(

@@ -14,7 +14,7 @@ from ufsim_export.spec import PipelineSpec, SpecError, default_spec_path, parse_
 
 
 def test_parameters_are_written_to_every_composing_model(spec: PipelineSpec, tmp_path: Path) -> None:
-    assert dict(spec.onnxruntime_parameters)["max_rows_per_run"] == "8192"
+    assert dict(spec.onnxruntime_parameters)["max_rows_per_run"] == "4096"
     write_configs(spec, tmp_path)
     for step in spec.steps:
         config = text_format.Parse((tmp_path / step.name / "config.pbtxt").read_text(), mc.ModelConfig())

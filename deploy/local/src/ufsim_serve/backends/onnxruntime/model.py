@@ -180,8 +180,11 @@ class TritonPythonModel:
         return ort.InferenceSession(str(self.path), self.options, providers=["CPUExecutionProvider"])
 
     def _release(self) -> None:
-        """Replace the session by a fresh one (the old one's memory arena goes with it), unless a request
-        came in meanwhile; then ``malloc_trim`` gives the freed heap back to the system."""
+        """Replace the session by a fresh one, dropping the old one's memory arena.
+
+        Nothing is replaced when a request came in meanwhile; then ``malloc_trim`` gives the freed heap
+        back to the system.
+        """
         decided = time.monotonic()
         try:
             fresh = self._open()
