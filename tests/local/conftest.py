@@ -188,15 +188,6 @@ def small_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A repository with the single model ``scale`` (for start/stop tests)."""
     repository = tmp_path_factory.mktemp("small") / "model_repository"
     write_model(repository, "scale", scale_config(), scale_model())
-    lean = {"enable_mem_pattern": "false", "max_rows_per_run": "4096", "idle_release_seconds": "1"}
-    write_model(repository, "lean", scale_config(parameters=lean, max_batch_size=32768), scale_model())
-    sliced = config(
-        [tensor("c", "TYPE_FP32", [1])],
-        [tensor("d", "TYPE_FP32", [1])],
-        batching="",
-        parameters={"max_rows_per_run": "1"},
-    )
-    write_model(repository, "collapse_sliced", sliced, collapse_model())
     return repository
 
 
