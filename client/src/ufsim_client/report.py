@@ -196,7 +196,8 @@ def _efficiency_plots(plt: Any, samples: list[_Sample], out: Path, lines: list[s
                 in_acc = sel & (sample.category >= 2)
                 values = sample.data[column]
                 defs = {"acceptance": (in_acc, simulated)}
-                defs |= {t: (sample.data["TRACK_Type"] == code, in_acc) for code, t in RECONSTRUCTED_TRACK_TYPES.items()}
+                track_type = sample.data["TRACK_Type"]
+                defs |= {t: (track_type == code, in_acc) for code, t in RECONSTRUCTED_TRACK_TYPES.items()}
                 for c, (curve, (passed, total)) in enumerate(defs.items()):
                     eff, lo, hi = _efficiency(hist, intervals, axis, values, passed, total)
                     curves.setdefault(curve, []).append(eff)
