@@ -10,17 +10,18 @@ BIN         := $(VENV)/bin
 SHARED      ?= ../shared
 PYTEST_ARGS ?=
 
-.PHONY: help venv venv-ort119 venv-sqlamarr venv-checkov validate-pv test lint demo repository repository-cpu configs train validate bench clean
+.PHONY: help venv venv-ort119 venv-sqlamarr venv-checkov validate-pv test lint demo repository repository-gpu configs train validate bench bench-cpu clean
 
 help:
 	@echo "make demo        main job: embedded Triton + HepMC2 and Pythia events -> ntuple + report (runs/demo)"
 	@echo "make test        all tests (unit, real local Triton, ONNX Runtime 1.19.2, Helm chart)"
 	@echo "make repository  rebuild model_repository/ from the spec and export/models"
-	@echo "make repository-cpu  model_repository_cpu/: the same with native TreeEnsemble GBDTs (CPU-only servers)"
+	@echo "make repository-gpu  model_repository_gpu/: the same with Hummingbird GBDTs (GPU servers; the default has ONNX-ML TreeEnsemble, CPU)"
 	@echo "make train       retrain every reference model (export/models) from data and fixed seeds"
 	@echo "make validate    write export/reports/validation.md"
 	@echo "make validate-pv write export/reports/pv_sqlamarr.md (served PV model vs SQLamarr 0.0rc7)"
 	@echo "make bench       benchmarks -> benchmarks/results (perf_analyzer needs libb64-0d)"
+	@echo "make bench-cpu   CPU per particle (Lamarr C, SQLamarr, ONNX Runtime, served) and server memory -> benchmarks/results/cpu_memory"
 
 $(VENV)/.stamp: requirements/dev.txt export/pyproject.toml client/pyproject.toml deploy/local/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,8 +73,8 @@ configs: venv
 repository: venv
 	$(BIN)/ufsim-export repository --models export/models --out model_repository
 
-repository-cpu: venv
-	$(BIN)/ufsim-export repository --models export/models --gbdt-implementation native --out model_repository_cpu
+repository-gpu: venv
+	$(BIN)/ufsim-export repository --models export/models --gbdt-implementation perf_tree_trav --out model_repository_gpu
 
 train: venv
 	$(BIN)/ufsim-export train --data $(SHARED)/data/lamarr-trk-2016MU --out export/models
@@ -88,6 +89,10 @@ demo: venv
 bench: venv
 	$(BIN)/pip install --quiet -r requirements/bench.txt
 	$(BIN)/python benchmarks/run_all.py
+
+bench-cpu: venv
+	$(BIN)/pip install --quiet -r requirements/bench.txt
+	$(BIN)/python benchmarks/cpu_memory.py
 
 clean:
 	rm -rf runs $(VENV) $(VENV_ORT) $(VENV_SQLAMARR) $(VENV_CHECKOV)

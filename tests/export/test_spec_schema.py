@@ -154,4 +154,4 @@ def test_client_copies_of_species_and_track_types_match_the_spec(spec: PipelineS
     """The client imports nothing from export, so its copies are checked against the spec here."""
     assert sorted(int(p) for p in SIMULATED_PIDS) == sorted(s.pdg for s in spec.species)
     assert report.SPECIES == {s.pdg: s.name for s in spec.species}
-    assert sorted(report.TRACK_TYPES) == sorted(t.code for t in spec.track_types)
+    assert report.RECONSTRUCTED_TRACK_TYPES == {t.code: t.name for t in spec.track_types if t.code > 0}

@@ -21,7 +21,7 @@ from local_support import (
 
 from ufsim_serve import LocalTriton
 
-LOADED = ("mix", "shaped", "scale", "chain", "opt", "collapse")
+LOADED = ("mix", "shaped", "scale", "lean", "chain", "opt", "collapse", "collapse_sliced")
 """Models the shared server loads at start; the others in the repository are loaded by tests."""
 
 CHAIN = """\
@@ -100,6 +100,15 @@ def write_serving_repository(repository: Path) -> Path:
         shaped_model(),
     )
     write_model(repository, "scale", scale_config(), scale_model())
+    lean = {"enable_mem_pattern": "false", "max_rows_per_run": "4096", "idle_release_seconds": "1"}
+    write_model(repository, "lean", scale_config(parameters=lean, max_batch_size=32768), scale_model())
+    sliced = config(
+        [tensor("c", "TYPE_FP32", [1])],
+        [tensor("d", "TYPE_FP32", [1])],
+        batching="",
+        parameters={"max_rows_per_run": "1"},
+    )
+    write_model(repository, "collapse_sliced", sliced, collapse_model())
     (repository / "chain" / "1").mkdir(parents=True)
     (repository / "chain" / "config.pbtxt").write_text(f'name: "chain"\n{CHAIN}')
     write_model(
@@ -139,6 +148,8 @@ def write_serving_repository(repository: Path) -> Path:
     )
     write_model(repository, "fixed_batch", scale_config(), scale_model(first_dim=4))
     write_model(repository, "bad_threads", scale_config(threads="two"), scale_model())
+    maybe = {"enable_mem_arena": "maybe"}
+    write_model(repository, "bad_arena", scale_config(parameters=maybe), scale_model())
     write_model(
         repository,
         "undeclared",

@@ -146,6 +146,7 @@ def config(
     batching: str = "dynamic_batching { }",
     instances: int = 1,
     threads: str | None = None,
+    parameters: dict[str, str] | None = None,
 ) -> str:
     """A config.pbtxt body for the ``onnxruntime`` backend (no ``runtime:``, as in model_repository/)."""
     text = (
@@ -158,6 +159,8 @@ def config(
     )
     if threads is not None:
         text += f'parameters {{ key: "intra_op_thread_count" value {{ string_value: "{threads}" }} }}\n'
+    for key, value in (parameters or {}).items():
+        text += f'parameters {{ key: "{key}" value {{ string_value: "{value}" }} }}\n'
     return text
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -149,6 +151,36 @@ def test_instances_and_thread_parameter(server: LocalTriton) -> None:
     assert len(scale) == 1 and "intra_op_thread_count=1" in scale[0]
 
 
+def test_memory_parameters(server: LocalTriton, client: grpcclient.InferenceServerClient) -> None:
+    """enable_mem_pattern, max_rows_per_run and idle_release_seconds reach the instance (logged); a batch
+    larger than max_rows_per_run runs in slices with exact answers; once idle, the instance frees memory."""
+    log = server.log_path.read_text()
+    lean = [line for line in log.splitlines() if "model 'lean' instance" in line]
+    assert len(lean) == 1
+    assert "enable_mem_pattern=0, max_rows_per_run=4096, idle_release_seconds=1" in lean[0]
+    scale = [line for line in log.splitlines() if "model 'scale' instance" in line]
+    assert "enable_mem_arena=1, enable_mem_pattern=1, max_rows_per_run=0, idle_release_seconds=0" in scale[0]
+    offset = len(server.log_path.read_text())
+    p = np.random.default_rng(3).standard_normal((20000, 4)).astype(np.float32)
+    for rows in (20000, 4096, 7):
+        result = client.infer("lean", make_inputs({"p": p[:rows]}))
+        np.testing.assert_array_equal(result.as_numpy("q"), 3 * p[:rows])
+    deadline = time.monotonic() + 30
+    while "model 'lean' idle, memory released" not in server.log_path.read_text()[offset:]:
+        assert time.monotonic() < deadline, "the idle instance did not release its memory within 30 s"
+        time.sleep(0.5)
+    result = client.infer("lean", make_inputs({"p": p[:5]}))
+    np.testing.assert_array_equal(result.as_numpy("q"), 3 * p[:5])
+
+
+def test_sliced_run_keeps_the_batch_check(client: grpcclient.InferenceServerClient) -> None:
+    """A graph that loses rows still fails its request clearly when the batch runs in slices."""
+    with pytest.raises(InferenceServerException, match="batch as first dimension"):
+        client.infer("collapse_sliced", make_inputs({"c": np.array([[1.0], [-1.0]], np.float32)}))
+    result = client.infer("collapse_sliced", make_inputs({"c": np.array([[5.0], [6.0]], np.float32)}))
+    np.testing.assert_array_equal(result.as_numpy("d"), [[5.0], [6.0]])
+
+
 @pytest.mark.parametrize(
     ("model", "message"),
     [
@@ -158,6 +190,7 @@ def test_instances_and_thread_parameter(server: LocalTriton) -> None:
         ("bad_dims", "output 'q' has shape [-1, 5] in config.pbtxt"),
         ("fixed_batch", "fixed first dimension 4"),
         ("bad_threads", "intra_op_thread_count must be a non-negative integer, got 'two'"),
+        ("bad_arena", "parameter enable_mem_arena must be 0 or 1, got 'maybe'"),
         ("undeclared", "ONNX inputs ['v'] are missing from config.pbtxt"),
     ],
 )

@@ -34,7 +34,8 @@ __all__ = ["read_ntuple", "read_provenance", "write_report"]
 
 log = logging.getLogger(__name__)
 
-TRACK_TYPES = {3: "long", 4: "upstream", 5: "downstream"}
+RECONSTRUCTED_TRACK_TYPES = {3: "long", 4: "upstream", 5: "downstream"}
+"""Track types of reconstructed tracks (the spec's codes > 0), as the report names them."""
 CATEGORIES = ("not simulated", "out of acceptance", "not reconstructed", "long", "upstream", "downstream")
 SPECIES = {11: "e", 13: "mu", 211: "pi", 321: "K", 2212: "p"}
 PID_VARIABLES = (
@@ -195,7 +196,8 @@ def _efficiency_plots(plt: Any, samples: list[_Sample], out: Path, lines: list[s
                 in_acc = sel & (sample.category >= 2)
                 values = sample.data[column]
                 defs = {"acceptance": (in_acc, simulated)}
-                defs |= {t: (sample.data["TRACK_Type"] == code, in_acc) for code, t in TRACK_TYPES.items()}
+                track_type = sample.data["TRACK_Type"]
+                defs |= {t: (track_type == code, in_acc) for code, t in RECONSTRUCTED_TRACK_TYPES.items()}
                 for c, (curve, (passed, total)) in enumerate(defs.items()):
                     eff, lo, hi = _efficiency(hist, intervals, axis, values, passed, total)
                     curves.setdefault(curve, []).append(eff)

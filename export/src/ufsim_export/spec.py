@@ -132,6 +132,8 @@ class PipelineSpec:
     steps: tuple[StepSpec, ...]
     species: tuple[SpeciesSpec, ...] = ()
     track_types: tuple[TrackTypeSpec, ...] = ()
+    onnxruntime_parameters: tuple[tuple[str, str], ...] = ()
+    """Extra config.pbtxt parameters of every composing model (ONNX Runtime settings), in spec order."""
     source: Path | None = None
     _tensors: dict[str, TensorSpec] = field(default_factory=dict, repr=False, compare=False)
 
@@ -247,6 +249,7 @@ class _Pipeline(_Strict):
     max_batch_size: PositiveInt = 65536
     instance_count: PositiveInt = 1
     max_queue_delay_microseconds: NonNegativeInt = 100
+    onnxruntime_parameters: dict[str, str] = Field(default_factory=dict)
     species: list[_Species] = Field(min_length=1)
     track_types: list[_TrackType] = Field(min_length=1)
     inputs: list[_Tensor]
@@ -373,6 +376,7 @@ def parse_spec(raw: Any, source: Path | None = None) -> PipelineSpec:
         steps=tuple(_step(s, {t.name: t for t in outputs}) for s in model.steps),
         species=tuple(SpeciesSpec(s.name, s.pdg) for s in model.species),
         track_types=tuple(TrackTypeSpec(t.name, t.code) for t in model.track_types),
+        onnxruntime_parameters=tuple(model.onnxruntime_parameters.items()),
         source=source,
     )
     spec._tensors.update(_check_wiring(spec))

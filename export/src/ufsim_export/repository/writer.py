@@ -67,6 +67,8 @@ def model_config_message(spec: PipelineSpec, step: StepSpec) -> mc.ModelConfig:
     config.instance_group.add(count=spec.instance_count)
     config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_microseconds
     config.parameters["intra_op_thread_count"].string_value = "1"
+    for key, value in spec.onnxruntime_parameters:
+        config.parameters[key].string_value = value
     return config
 
 

@@ -4,8 +4,8 @@ Four models, stacked as in Lamarr (lamarr-reference §1.3), every one conditione
 ``pid_features`` (log10 p, η, n_tracks, charge and a species one-hot), so one ensemble serves every
 species without routing:
 
-- ``is_muon``: scikit-learn ``HistGradientBoostingClassifier`` (depth ≤ 6, so Hummingbird's
-  ``perf_tree_trav`` tables stay small), classes [not_muon, muon], converted through Hummingbird.
+- ``is_muon``: scikit-learn ``HistGradientBoostingClassifier`` (30 trees of depth ≤ 5: small and fast to
+  serve, within the isMuon efficiency targets), classes [not_muon, muon], converted to ONNX-ML TreeEnsemble.
 - ``rich``: generator, 9 conditions + 64 noise → RichDLLe, RichDLLmu, RichDLLK, RichDLLp.
 - ``muon``: generator, 9 + 64 → MuonMuLL, MuonBgLL, trained on isMuon == 1 tracks only (hadrons are
   drawn from a larger pool so that their rare mis-identified tracks are populated).
@@ -80,7 +80,9 @@ pass through)."""
 GLOBAL_INPUTS: tuple[str, ...] = (*PID_FEATURES, *RICH_COLUMNS, *MUON_COLUMNS, "is_muon_flag")
 MUON_SLICE = slice(len(PID_FEATURES) + len(RICH_COLUMNS), len(PID_FEATURES) + len(RICH_COLUMNS) + 2)
 P_BINS_GEV = (2.0, 3.0, 4.0, 6.0, 10.0, 20.0, 40.0, 80.0, 200.0)
-GBDT_MAX_DEPTH = 6
+GBDT_MAX_DEPTH = 5
+GBDT_MAX_ITER = 30
+GBDT_LEARNING_RATE = 0.3
 PROBNN_START = GLOBAL_COLUMNS.index("ProbNNe")
 PROBNN_FLOOR = 1e-4
 RICH_FOR_PID = [GLOBAL_INPUTS.index(c) for c in ("RichDLLe", "RichDLLk", "RichDLLp", "RichDLLmu")]
@@ -316,7 +318,8 @@ def train_is_muon(out_dir: Path, *, seed: int, quick: bool) -> Path:
     val = calibration.generate(size["val"], data_seed + 1)
     start = time.perf_counter()
     model = HistGradientBoostingClassifier(
-        max_iter=size["gbdt_iter"], max_depth=GBDT_MAX_DEPTH, max_leaf_nodes=31, learning_rate=0.1,
+        max_iter=min(size["gbdt_iter"], GBDT_MAX_ITER), max_depth=GBDT_MAX_DEPTH, max_leaf_nodes=31,
+        learning_rate=GBDT_LEARNING_RATE,
         min_samples_leaf=40, early_stopping=False, random_state=seed,
     )  # fmt: skip
     x = frame[list(PID_FEATURES)].to_numpy(np.float32)

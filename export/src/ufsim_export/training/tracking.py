@@ -1,13 +1,13 @@
 """Tracking reference models trained on the Lamarr 2016 MagUp sample (``shared/data/lamarr-trk-2016MU``).
 
-- ``acceptance`` and ``tracking_efficiency``: LightGBM classifiers (depth <= 7, converted through
-  Hummingbird ``perf_tree_trav``) fitted to the library's **probabilities** as soft labels: each particle
-  appears once per class with weight = the library's probability of that class, so the boosting loss
-  is exactly the cross-entropy to the library's distribution (sampled labels would add Bernoulli
-  noise for nothing). The efficiency is the library's function of all particles (Lamarr evaluates it
-  after sampling acceptance, §7 of lamarr-reference); the pipeline only uses it for particles sampled
-  in acceptance, so each particle's loss is weighted by 0.1 + 0.9 * acceptance (focus where it is
-  used, without abandoning the rest).
+- ``acceptance`` and ``tracking_efficiency``: LightGBM classifiers (25 and 20 trees per class, depth <= 6:
+  cheap to serve, within the efficiency targets; converted to ONNX-ML TreeEnsemble) fitted to the
+  library's **probabilities** as soft labels: each particle appears once per class with weight = the
+  library's probability of that class, so the boosting loss is exactly the cross-entropy to the
+  library's distribution (sampled labels would add Bernoulli noise for nothing). The efficiency is the
+  library's function of all particles (Lamarr evaluates it after sampling acceptance, §7 of
+  lamarr-reference); the pipeline only uses it for particles sampled in acceptance, so each particle's
+  loss is weighted by 0.1 + 0.9 * acceptance (focus where it is used, without abandoning the rest).
 - ``tracking_resolution`` and ``tracking_covariance``: Lamarr's generator architecture with its
   quantile preprocessing built in (:class:`~.common.QuantileResidualGenerator`), fitted to the
   deterministic map (conditions, library noise) -> library outputs; the noise of every label is
@@ -61,7 +61,7 @@ STEPS = ("acceptance", "tracking_efficiency", "tracking_resolution", "tracking_c
 
 @dataclass(frozen=True)
 class GBDTConfig:
-    """LightGBM hyperparameters (bounded depth for Hummingbird perf_tree_trav on GPUs)."""
+    """LightGBM hyperparameters (bounded depth, so Hummingbird perf_tree_trav stays possible on GPUs)."""
 
     n_estimators: int = 300
     max_depth: int = 7
@@ -98,8 +98,8 @@ class TrainConfig:
 
 
 FULL = TrainConfig(
-    acceptance=GBDTConfig(n_estimators=300),
-    efficiency=GBDTConfig(n_estimators=150, learning_rate=0.15),
+    acceptance=GBDTConfig(n_estimators=25, max_depth=6, num_leaves=32, learning_rate=0.4),
+    efficiency=GBDTConfig(n_estimators=20, max_depth=6, num_leaves=32, learning_rate=0.4),
     resolution=GeneratorConfig(n_residual=10, epochs=8, batch_size=1024, energy_epochs=2),
     covariance=GeneratorConfig(n_residual=8, epochs=7, batch_size=1024, energy_epochs=2),
 )

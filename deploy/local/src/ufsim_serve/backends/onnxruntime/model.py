@@ -4,12 +4,22 @@ Triton uses this file only where ``libtriton_onnxruntime.so`` is absent (the loc
 model repository serves both locally and in the NGC image. It honours the model config as the native
 backend does: input/output names and types, ``reshape`` (applied by Triton core), dynamic batching
 (requests concatenated along dim 0, one session run, outputs split back), one session per instance, and
-the ``intra_op_thread_count`` parameter. A failing request gets its own error; the others still succeed.
+the native backend's parameters ``intra_op_thread_count``, ``enable_mem_arena`` and ``enable_mem_pattern``
+("0" or "1"). A failing request gets its own error; the others still succeed.
+
+Memory (parameters of this backend only; the native one ignores them): ``max_rows_per_run`` runs a larger
+batch through the session in slices of that many rows, so ONNX Runtime's memory arena never grows past
+one slice's working set (graphs whose rows are independent give the same bits); ``idle_release_seconds``
+gives the arena's memory back to the system once the instance has been idle that long (the session is
+reopened, which drops its arena, then ``malloc_trim``). Both default to 0, off.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,11 +89,18 @@ class TritonPythonModel:
         if not path.is_file():
             raise FileNotFoundError(f"model '{self.name}': no ONNX model at {path}")
         threads = _int_parameter(config, "intra_op_thread_count", default=1)
+        arena = _bool_parameter(config, "enable_mem_arena", default=True)
+        pattern = _bool_parameter(config, "enable_mem_pattern", default=True)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        options.enable_cpu_mem_arena = arena
+        options.enable_mem_pattern = pattern
+        self.max_rows = _int_parameter(config, "max_rows_per_run", default=0)
+        idle = _int_parameter(config, "idle_release_seconds", default=0)
+        self.path, self.options = path, options
+        self.session = self._open()
         self.inputs = [_TensorSpec.from_config(e, self.batching) for e in config.get("input", [])]
         self.outputs = [_TensorSpec.from_config(e, self.batching) for e in config.get("output", [])]
         self.output_names = tuple(spec.name for spec in self.outputs)
@@ -93,9 +110,17 @@ class TritonPythonModel:
         undeclared = [i.name for i in self.session.get_inputs() if i.name not in declared]
         if undeclared:
             raise ValueError(f"model '{self.name}': ONNX inputs {undeclared} are missing from config.pbtxt")
+        self._lock = threading.Lock()
+        self._last_run = time.monotonic()
+        self._released = True
+        self._stop = threading.Event()
+        if idle > 0 and self.batching:
+            threading.Thread(target=self._release_when_idle, args=(float(idle),), daemon=True).start()
         pb_utils.Logger.log_info(
             f"ufsim onnxruntime backend: model '{self.name}' instance '{args.get('model_instance_name')}' "
             f"loaded {path} (ONNX Runtime {ort.__version__}, intra_op_thread_count={threads}, "
+            f"enable_mem_arena={int(arena)}, enable_mem_pattern={int(pattern)}, "
+            f"max_rows_per_run={self.max_rows}, idle_release_seconds={idle}, "
             f"max_batch_size={config.get('max_batch_size', 0)})"
         )
 
@@ -136,8 +161,62 @@ class TritonPythonModel:
         return responses
 
     def finalize(self) -> None:
-        """Release the session."""
+        """Stop the idle-release thread and release the session."""
+        self._stop.set()
         self.session = None
+
+    def _release_when_idle(self, idle: float) -> None:
+        """Background thread: once the instance has been idle ``idle`` seconds, give memory back (once)."""
+        while not self._stop.wait(min(idle / 4, 1.0)):
+            with self._lock:
+                due = not self._released and time.monotonic() - self._last_run >= idle
+                if due:
+                    self._released = True
+            if due:
+                self._release()
+
+    def _open(self) -> ort.InferenceSession:
+        """A new ONNX Runtime session on the model file (CPU)."""
+        return ort.InferenceSession(str(self.path), self.options, providers=["CPUExecutionProvider"])
+
+    def _release(self) -> None:
+        """Replace the session by a fresh one, dropping the old one's memory arena.
+
+        Nothing is replaced when a request came in meanwhile; then ``malloc_trim`` gives the freed heap
+        back to the system.
+        """
+        decided = time.monotonic()
+        try:
+            fresh = self._open()
+        except Exception as error:
+            pb_utils.Logger.log_warn(
+                f"model '{self.name}': could not reopen the session to free memory ({error})"
+            )
+            return
+        with self._lock:
+            if self.session is None or self._last_run > decided:
+                return
+            self.session = fresh
+        del fresh
+        libc = _glibc()
+        if libc is not None:
+            libc.malloc_trim(0)
+        pb_utils.Logger.log_info(f"ufsim onnxruntime backend: model '{self.name}' idle, memory released")
+
+    def _session_run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """``session.run``, in slices of ``max_rows`` rows when the batch is larger (outputs concatenated)."""
+        with self._lock:
+            self._last_run = time.monotonic()
+            self._released = False
+            session = self.session
+        rows = int(next(iter(feeds.values())).shape[0]) if self.batching and feeds else 0
+        if self.max_rows <= 0 or rows <= self.max_rows:
+            return list(session.run(names, feeds))
+        pieces = [
+            session.run(names, {name: value[start : start + self.max_rows] for name, value in feeds.items()})
+            for start in range(0, rows, self.max_rows)
+        ]
+        return [np.concatenate([np.atleast_1d(piece[j]) for piece in pieces]) for j in range(len(names))]
 
     def _run(self, items: list[_Item], responses: list[Any]) -> None:
         """One session run over the concatenated requests, outputs split back by each request's rows."""
@@ -147,7 +226,7 @@ class TritonPythonModel:
             feeds = items[0].feeds
         else:
             feeds = {name: np.concatenate([item.feeds[name] for item in items]) for name in items[0].feeds}
-        results = self.session.run(names, feeds)
+        results = self._session_run(names, feeds)
         if not self.batching:
             parts = [[value] for value in results]
         else:
@@ -180,6 +259,26 @@ def _int_parameter(config: dict[str, Any], key: str, default: int) -> int:
             f"model '{config.get('name')}': parameter {key} must be a non-negative integer, got {text!r}"
         )
     return int(text)
+
+
+def _bool_parameter(config: dict[str, Any], key: str, default: bool) -> bool:
+    """A "0"/"1" (or "false"/"true") switch from config ``parameters``, as the native backend reads it."""
+    entry = config.get("parameters", {}).get(key)
+    if entry is None:
+        return default
+    text = str(entry.get("string_value", "")).strip().lower()
+    if text not in ("0", "1", "false", "true"):
+        raise ValueError(f"model '{config.get('name')}': parameter {key} must be 0 or 1, got {text!r}")
+    return text in ("1", "true")
+
+
+def _glibc() -> Any:
+    """The C library when it is glibc (it has ``malloc_trim``), else None (nothing to trim)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
 
 
 def _check(model: str, kind: str, specs: list[_TensorSpec], graph: list[Any], batching: bool) -> None:
