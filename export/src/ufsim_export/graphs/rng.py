@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import statistics
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -60,19 +60,21 @@ class _Where(Protocol[T]):
 
 
 class _NumpyWhere:
-    def const(self, value: float) -> NDArray[np.float32]:
-        return np.float32(value)  # type: ignore[return-value]
+    """:class:`_Where` on float32 numpy arrays (the reference implementation)."""
 
-    def less(self, x: NDArray[np.float32], bound: float) -> NDArray[np.bool_]:
+    def const(self, value: float) -> NDArray[Any]:
+        return np.asarray(value, dtype=np.float32)
+
+    def less(self, x: NDArray[Any], bound: float) -> NDArray[Any]:
         return x < np.float32(bound)
 
-    def where(
-        self, cond: NDArray[np.bool_], a: NDArray[np.float32], b: NDArray[np.float32]
-    ) -> NDArray[np.float32]:
+    def where(self, cond: NDArray[Any], a: NDArray[Any], b: NDArray[Any]) -> NDArray[Any]:
         return np.where(cond, a, b).astype(np.float32)
 
 
 class _GraphWhere:
+    """:class:`_Where` as ONNX nodes (the graph implementation)."""
+
     def __init__(self, b: GraphBuilder) -> None:
         self.b = b
 
@@ -119,7 +121,9 @@ def quantile_table() -> NDArray[np.float32]:
         for cell in range(size):
             lo = -inv((cell * 2.0**shift + 0.5) * _P32)
             rows.append((lo, -inv(((cell + 1) * 2.0**shift + 0.5) * _P32) - lo if shift else 0.0))
-    return np.asarray(rows, dtype=np.float32)
+    table = np.asarray(rows, dtype=np.float32)
+    table.flags.writeable = False  # shared by every caller through the cache
+    return table
 
 
 def _region(o: _Where[T], f: T, values: tuple[float, ...]) -> T:
@@ -142,7 +146,8 @@ def normals(keys: NDArray[np.uint64], stream: int, dim: int) -> NDArray[np.float
     pair = table[(cell + _region(o, f, _OFFSETS)).astype(np.int64)]
     magnitude = pair[..., 0] + t * pair[..., 1]
     sign = np.float32(1.0) - np.float32(2.0) * (w >> np.uint64(63)).astype(np.float32)
-    return (magnitude * sign).astype(np.float32)
+    z: NDArray[np.float32] = (magnitude * sign).astype(np.float32)
+    return z
 
 
 def _mix_graph(b: GraphBuilder, x: str) -> str:
