@@ -434,15 +434,16 @@ def save_generator(
     noise_dim: int,
     manifest: dict[str, Any],
     seed: int = 0,
+    rtol: float = 1e-5,
 ) -> tuple[Path, VerificationReport]:
-    """Convert with ``generator_to_onnx``, verify on ``conditions`` (>= 10k rows) with fresh N(0, 1) noise,
-    write ``<step>.onnx``, ``<step>.pt`` (state_dict, when < 5 MB) and ``<step>.json``."""
+    """Convert with ``generator_to_onnx``, verify on ``conditions`` (>= 10k rows) with fresh N(0, 1) noise
+    to ``rtol``, write ``<step>.onnx``, ``<step>.pt`` (state_dict, when < 5 MB) and ``<step>.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     module.eval()
     n_conditions = conditions.shape[1]
     onnx_model = generator_to_onnx(module, n_conditions, noise_dim)
     noise = np.random.default_rng(seed + 7).standard_normal((len(conditions), noise_dim)).astype(np.float32)
-    report = verify_generator(module, onnx_model, conditions, noise, name=step)
+    report = verify_generator(module, onnx_model, conditions, noise, name=step, rtol=rtol)
     onnx.save(onnx_model, out_dir / f"{step}.onnx")
     buffer = _torch_bytes(module)
     original = _save_original(out_dir / f"{step}.pt", buffer)

@@ -346,6 +346,7 @@ def generator_section(
     seed: int = 2024,
     noise_dim: int | None = None,
     weights_note: str = "",
+    min_bin_rows: int = MIN_BIN_ROWS,
 ) -> Section:
     """W1/σ (overall, per (p, η) bin), overlays and C2ST of one ONNX generator against its reference."""
     sec = Section(title)
@@ -365,7 +366,7 @@ def generator_section(
         f"{len(conditions):,} held-out rows; model = `{step}.onnx` with fresh N(0, 1) noise (numpy "
         f"default_rng({seed}), not the training stream). {weights_note}"
         "Per-bin W1/σ divides by the bin's own reference σ; bins need ≥ "
-        f"{MIN_BIN_ROWS} rows ({_edges_text()}). 'floor' = W1/σ between two random halves of the "
+        f"{min_bin_rows:,} rows ({_edges_text()}). 'floor' = W1/σ between two random halves of the "
         "reference: what sample size alone gives (a perfect model scores about 0.7 x this; where the bin "
         "floor itself exceeds the target, this validation sample cannot resolve the target in that bin). "
         "'W1/σ_robust' divides by IQR/1.349 instead (heavy tails inflate σ).",
@@ -377,7 +378,9 @@ def generator_section(
     for j, name in enumerate(out_names):
         w = w1_over_sigma(reference[:, j], model[:, j])
         floor = w1_over_sigma(reference[a, j], reference[b, j], sigma=np.std(reference[:, j]))
-        wb = binned_w1_over_sigma(reference[:, j], model[:, j], log10p, eta, LOG10P_EDGES, ETA_EDGES)
+        wb = binned_w1_over_sigma(
+            reference[:, j], model[:, j], log10p, eta, LOG10P_EDGES, ETA_EDGES, min_rows=min_bin_rows
+        )
         sigma_r = robust_sigma(reference[:, j])
         w_rob = w1_over_sigma(reference[:, j], model[:, j], sigma=sigma_r) if sigma_r > 0 else float("nan")
         worst_at = np.nanargmax(wb.values) if np.isfinite(wb.values).any() else None
@@ -447,44 +450,6 @@ def _bin_floor(
     perm = rng.permutation(sel)
     half = len(perm) // 2
     return w1_over_sigma(reference[perm[:half]], reference[perm[half:]], sigma=np.std(reference[sel]))
-
-
-def tracking_generator_sections(
-    data_dir: Path, models_dir: Path, fig_dir: Path, *, quick: bool
-) -> list[Section]:
-    """Resolution and covariance generators on the validation tracks."""
-    from ..training.tracking import Columns, load_tracks
-
-    cols = Columns.from_spec()
-    df, val = load_tracks(data_dir, seed=0)
-    idx = np.flatnonzero(val)
-    if quick:
-        idx = idx[:: max(1, len(idx) // 6000)]
-    log10p = df["mc_log10_p"].to_numpy(np.float64)[idx]
-    eta = _eta_from_slopes(df["mc_tx"].to_numpy(np.float64)[idx], df["mc_ty"].to_numpy(np.float64)[idx])
-    sections = []
-    for title, step, cond, out in (
-        ("Tracking resolution (generator)", "tracking_resolution", cols.resolution_conditions,
-         cols.resolution_outputs),
-        ("Tracking covariance (generator, conditioned on the library's track quality)", "tracking_covariance",
-         cols.covariance_conditions, cols.covariance_outputs),
-    ):  # fmt: skip
-        sections.append(
-            generator_section(
-                title,
-                step,
-                df[list(cond)].to_numpy(np.float64)[idx],
-                df[list(out)].to_numpy(np.float64)[idx],
-                list(cond),
-                list(out),
-                log10p,
-                eta,
-                models_dir,
-                fig_dir,
-                quick=quick,
-            )  # fmt: skip
-        )
-    return sections
 
 
 # ------------------------------------------------------------------------------------------- PID
@@ -621,9 +586,8 @@ def _is_muon_section(
 # ------------------------------------------------------------------------------------------- fidelity
 def fidelity_section(data_dir: Path, models_dir: Path, *, quick: bool) -> Section:
     """ONNX vs original: recomputed where the original is committed, else from the manifest."""
-    from ..training.common import load_generator
-    from ..training.tracking import Columns, load_particles, load_tracks
-    from ..verify import verify_classifier, verify_generator
+    from ..training.tracking import Columns, load_particles
+    from ..verify import verify_classifier
 
     sec = Section("Conversion fidelity (ONNX vs original)")
     sec.lines += [
@@ -668,21 +632,15 @@ def fidelity_section(data_dir: Path, models_dir: Path, *, quick: bool) -> Sectio
                 metric = "max |p_onnx - p| <= 1e-05"
                 errors, source = rep.max_error, f"recomputed, {len(X):,} validation rows"
             elif original and (models_dir / original).exists() and step.startswith("tracking_"):
-                df, val = load_tracks(data_dir, seed=0)
-                cond = (
-                    cols.resolution_conditions
-                    if step == "tracking_resolution"
-                    else cols.covariance_conditions
+                from . import tracking_library
+
+                errors, rows = tracking_library.fidelity(
+                    models_dir / original, onnx_path, step, data_dir, 10_000 if quick else n
                 )
-                rows = np.flatnonzero(val)[:n]
-                C = df[list(cond)].to_numpy(np.float32)[np.resize(rows, max(len(rows), 10_000))]
-                module = load_generator(models_dir / original)
-                Z = np.random.default_rng(5).standard_normal((len(C), module.noise_dim)).astype(np.float32)
-                rep = verify_generator(
-                    module, model_proto, C, Z, name=step, batch_sizes=(1, 1000), rtol=loose
+                metric = (
+                    "|y_onnx - y| <= 1e-05 * max(|y|, 10 column σ) (1e-5 relative, or 1e-4 σ in far tails)"
                 )
-                metric = "|y_onnx - y| <= 1e-05 * max(|y|, column spread)"
-                errors, source = rep.max_error, f"recomputed, {len(C):,} validation rows"
+                source = f"recomputed, {rows:,} held-out tracks"
             worst = max((float(e) for e in errors.values()), default=0.0)
             if worst > FIDELITY_TARGET:
                 sec.misses.append(
@@ -736,9 +694,11 @@ def write_report(data_dir: Path, models_dir: Path, out_dir: Path, *, quick: bool
     fig_dir = out_dir / FIGURES
     fig_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    from . import tracking_library
+
     jobs = [
         lambda: [efficiency_section(data_dir, models_dir, fig_dir, quick=quick)],
-        lambda: tracking_generator_sections(data_dir, models_dir, fig_dir, quick=quick),
+        lambda: tracking_library.tracking_sections(data_dir, models_dir, fig_dir, quick=quick),
         lambda: pid_sections(models_dir, fig_dir, quick=quick),
         lambda: [fidelity_section(data_dir, models_dir, quick=quick)],
     ]
