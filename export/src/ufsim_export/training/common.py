@@ -251,9 +251,7 @@ class QuantileResidualGenerator(nn.Module):
         # inverse transform: Gaussian u -> physical x
         self.out_transform = MonotonePiecewiseLinear(list(ou), list(ox))
         self._forward_out = [(np.asarray(x), np.asarray(u)) for x, u in zip(ox, ou, strict=True)]
-        with torch.no_grad():
-            cond_u = self.cond_transform(torch.as_tensor(conditions, dtype=torch.float32)).numpy()
-        self.core.set_normalisation(cond_u, self.gaussianise_outputs(outputs))
+        self.core.set_normalisation(self.core_conditions(conditions), self.gaussianise_outputs(outputs))
 
     def gaussianise_outputs(self, outputs: np.ndarray) -> np.ndarray:
         """Physical outputs -> Gaussian space (the training targets of the core), float32."""
@@ -262,9 +260,12 @@ class QuantileResidualGenerator(nn.Module):
         ).astype(np.float32)
 
     def core_conditions(self, conditions: np.ndarray) -> np.ndarray:
-        """Physical conditions -> the core's input space (quantile-transformed), float32."""
+        """Physical conditions -> the core's input space (quantile-transformed), float32; in chunks, as the
+        piecewise-linear layer holds [rows, columns, knots] intermediates."""
+        x = torch.as_tensor(np.asarray(conditions), dtype=torch.float32)
         with torch.no_grad():
-            return self.cond_transform(torch.as_tensor(conditions, dtype=torch.float32)).numpy()
+            parts = [self.cond_transform(x[i : i + 16384]) for i in range(0, len(x), 16384)]
+        return torch.cat(parts).numpy() if parts else x.numpy()
 
     def forward(self, conditions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Outputs in physical units for conditions in physical units and N(0, 1) noise."""

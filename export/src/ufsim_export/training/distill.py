@@ -50,10 +50,10 @@ class DistillConfig:
     n_residual: int = 10
     n_train: int = 1_000_000
     n_val: int = 20_000
-    epochs: int = 10
+    epochs: int = 5
     batch_size: int = 512
     lr: float = 2e-3
-    n_knots: int = 401
+    n_knots: int = 201
 
 
 FULL_RESOLUTION = DistillConfig(n_residual=10)

@@ -31,6 +31,7 @@ RESOLUTION_STREAM = 1
 COVARIANCE_STREAM = 2
 N_WORKERS = 2
 WORKER_NICE = 10
+"""Workers run at least this nice (the machine is shared), not nicer again when the parent already is."""
 DEFAULT_CACHE = Path(__file__).resolve().parents[3] / ".cache" / "library"
 """``export/.cache/library`` of this checkout (git-ignored)."""
 FLAGS = ("mc_is_e", "mc_is_mu", "mc_is_h")
@@ -89,7 +90,7 @@ def _load(path: str) -> ctypes.CDLL:
 
 def _init_worker(path: str) -> None:
     global _LIB
-    os.nice(WORKER_NICE)
+    os.nice(max(0, WORKER_NICE - os.nice(0)))
     _LIB = _load(path)
 
 
@@ -232,7 +233,7 @@ def labelled_set(
     )  # fmt: skip
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
         np.savez(tmp, conditions=conditions, resolution=resolution, covariance=covariance)
         os.replace(tmp, path)
     return LabelledSet(conditions, resolution, covariance, seed)

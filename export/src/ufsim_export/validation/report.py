@@ -72,12 +72,16 @@ METHOD = [
     "residual tanh layers → 9; covariance 15 + 128 → 1 + 8 residual → 15) with Lamarr's preprocessing "
     "(quantile transform to N(0, 1) of continuous conditions and of every output) built into the module as "
     "monotone piecewise-linear layers, so the ONNX graph takes and returns physical units. Fitted to the "
-    "deterministic map (conditions, library noise) → library outputs (the data's `noise.py` regenerates "
-    "each label's noise bit for bit), mean squared error in the Gaussianised output space; then a short "
-    "energy-score fine-tune with fresh noise where the manifest says so. The covariance model is "
-    "conditioned on the library's own chi2PerDoF, nDoF_f, ghostProb of the same track.",
-    "- Validation samples the ONNX generators with fresh N(0, 1) noise from a different RNG than any "
-    "training stream, as the server does.",
+    "**library's own function**: reconstructed-track conditions drawn from the training-split particles "
+    "(each particle with its library probability of being reconstructed, its track type from the "
+    "library's class probabilities), N(0, 1) noise drawn by ufsim, labels from the library's `resolution` "
+    "and `covariance` called through ctypes (`ufsim_export.training.library`, cached under "
+    "`export/.cache/`); mean squared error of the Gaussianised outputs for the same conditions and noise "
+    "(`ufsim_export.training.distill`). The covariance model learns on the library's own chi2PerDoF, "
+    "nDoF_f, ghostProb of the same track.",
+    "- Tracking generators are validated on held-out tracks labelled by the library (validation-split "
+    "particles, a noise seed no training uses): distributions with fresh N(0, 1) noise from a different "
+    "RNG, as the server does; per-track parity with the library's own noise.",
 ]
 
 
