@@ -1,7 +1,7 @@
 """What batch independence costs: ufsim's elementary functions against ONNX Runtime's own operators.
 
 The graphs compute log, sqrt, asinh, atan2 and cos/sin from exactly rounded arithmetic
-(``ufsim_export.elementary``) because ONNX Runtime's vectorised operators make a row's bits depend on
+(``ufsim_export.graphs.elementary``) because ONNX Runtime's vectorised operators make a row's bits depend on
 its position in the batch. This times both versions of each function side by side in one process
 (interleaved repeats, median rows/s), checks that the operator version really is position-dependent
 and the elementary one is not, and writes ``elementary_cost.csv``, ``elementary_cost.png`` and
@@ -28,8 +28,8 @@ import onnx
 import onnxruntime as ort
 from timing import rows_per_second
 
-from ufsim_export import elementary as el
-from ufsim_export.onnx_builder import GraphBuilder
+from ufsim_export.graphs import elementary as el
+from ufsim_export.graphs.builder import GraphBuilder
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

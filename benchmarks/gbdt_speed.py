@@ -40,9 +40,9 @@ from ufsim_export.convert import (
     max_tree_depth,
     model_family,
 )
+from ufsim_export.convert.verify import verify_classifier
+from ufsim_export.repository.gun import served_gbdt_rows
 from ufsim_export.spec import default_spec_path, load_spec
-from ufsim_export.toy import served_gbdt_rows
-from ufsim_export.verify import verify_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def spec() -> PipelineSpec:
-    """The LHCb pipeline spec shipped in export/pipelines."""
+    """The LHCb pipeline spec shipped with ufsim_export (package data)."""
     return load_spec(default_spec_path())
 
 
@@ -35,6 +35,6 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def toy_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A complete model repository with small stand-in models (the real ensemble wiring)."""
-    from ufsim_export.toy import write_toy_repository
+    from ufsim_export.testing.toy import write_toy_repository
 
     return write_toy_repository(tmp_path_factory.mktemp("toy") / "model_repository", seed=0)

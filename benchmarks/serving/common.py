@@ -15,8 +15,9 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import np_to_triton_dtype
 
 from ufsim_client.keys import rng_keys
+from ufsim_export.repository.gun import synthetic_particles
 from ufsim_export.spec import PipelineSpec, default_spec_path, load_spec
-from ufsim_export.toy import synthetic_particles, write_toy_repository
+from ufsim_export.testing.toy import write_toy_repository
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ufsim_export.inprocess import InProcessPipeline
+from ufsim_export.repository.inprocess import InProcessPipeline
 
 from .common import ENSEMBLE, Repository
 

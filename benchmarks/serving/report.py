@@ -304,7 +304,7 @@ def markdown(report: Report, plots: dict[str, Path | None]) -> str:
         lines += [
             "## Side by side on the same particles",
             "",
-            f"{c.particles} gun particles (`ufsim_export.toy.synthetic_particles`, keys from "
+            f"{c.particles} gun particles (`ufsim_export.repository.gun.synthetic_particles`, keys from "
             f"`ufsim_client.keys.rng_keys`), {c.rounds} interleaved rounds, median per mode. Batched modes "
             f"use {c.batch} particles per call; the Triton ensemble keeps {c.in_flight} asynchronous gRPC "
             f"requests in flight; the per-particle ways (synchronous batch-1 gRPC requests, or batch-1 "

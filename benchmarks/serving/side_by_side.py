@@ -30,7 +30,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from ufsim_client import Event, MemoryWriter, simulate
-from ufsim_export.inprocess import InProcessPipeline
+from ufsim_export.repository.inprocess import InProcessPipeline
 
 from .common import ENSEMBLE, Repository, infer_inputs, take
 

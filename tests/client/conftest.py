@@ -28,7 +28,7 @@ def hepmc_files() -> list[Path]:
 def toy_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The full pipeline ensemble with small toy models, written by ufsim-export."""
     toy = pytest.importorskip(
-        "ufsim_export.toy", reason="ufsim_export.toy (lead's toy repository) not available"
+        "ufsim_export.testing.toy", reason="ufsim_export.testing.toy (lead's toy repository) not available"
     )
     return Path(toy.write_toy_repository(tmp_path_factory.mktemp("toy_repository"), seed=0))
 

@@ -9,8 +9,9 @@ import pytest
 pytest.importorskip("scipy")
 pytest.importorskip("pandas")
 
-from ufsim_export import calibration
-from ufsim_export.calibration import (
+from ufsim_export.spec import default_spec_path, load_spec
+from ufsim_export.training import calibration
+from ufsim_export.training.calibration import (
     COLUMNS,
     GLOBAL_COLUMNS,
     MASS_MEV,
@@ -22,7 +23,6 @@ from ufsim_export.calibration import (
     RICH2,
     SPECIES,
 )
-from ufsim_export.spec import default_spec_path, load_spec
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_deterministic_and_seed_dependent() -> None:
     b = calibration.generate(2_000, seed=3)
     c = calibration.generate(2_000, seed=4)
     pd.testing.assert_frame_equal(a, b)
-    assert not np.allclose(a["RichDLLK"], c["RichDLLK"])
+    assert not np.allclose(a["RichDLLk"], c["RichDLLk"])
 
 
 def test_domain_one_hot_and_species(sample: pd.DataFrame) -> None:
@@ -100,7 +100,7 @@ def test_rich_kaon_separation_turns_on_saturates_and_degrades(sample: pd.DataFra
     p = _p_gev(sample)
     k = (sample["species"] == "K").to_numpy()
     pi = (sample["species"] == "pi").to_numpy()
-    dll = sample["RichDLLK"].to_numpy()
+    dll = sample["RichDLLk"].to_numpy()
 
     def sep(lo: float, hi: float, extra: np.ndarray | None = None) -> float:
         sel = (p > lo) & (p < hi) & (np.ones_like(k) if extra is None else extra)
@@ -157,7 +157,7 @@ def test_muon_likelihoods_separate(sample: pd.DataFrame) -> None:
 def test_latent_quality_correlates_detectors(sample: pd.DataFrame) -> None:
     """The global PID is built on the RICH response: combined and RICH DLLs are strongly correlated."""
     k = sample[sample["species"] == "K"]
-    assert np.corrcoef(k["RichDLLK"], k["PIDK"])[0, 1] > 0.95
+    assert np.corrcoef(k["RichDLLk"], k["PIDK"])[0, 1] > 0.95
     assert np.corrcoef(k["PIDK"], np.log(k["ProbNNk"]))[0, 1] > 0.3
 
 
@@ -169,7 +169,7 @@ def test_sweights_reproduce_the_signal() -> None:
     assert w.sum() == pytest.approx(n_signal, abs=4 * np.sqrt(len(mixed) * 0.35))
     assert (w < 0).any(), "background-like masses get negative sWeights"
     signal = mixed[mixed["is_signal"] == 1]
-    for column in ("RichDLLK", "mc_log10_p", "isMuon", "PIDp"):
+    for column in ("RichDLLk", "mc_log10_p", "isMuon", "PIDp"):
         truth = signal[column].mean()
         weighted = np.average(mixed[column], weights=w)
         unweighted = mixed[column].mean()

@@ -22,7 +22,7 @@ from sklearn.ensemble import (
 
 from ufsim_export.convert import GBDTConversionError, gbdt_to_onnx, max_tree_depth
 from ufsim_export.convert.gbdt import IMPLEMENTATIONS, check_no_axisless_squeeze, float32_thresholds
-from ufsim_export.verify import (
+from ufsim_export.convert.verify import (
     CompatibilityError,
     VerificationError,
     check_production_compat,

@@ -10,8 +10,8 @@ from onnx import TensorProto, numpy_helper
 from torch import nn
 
 from ufsim_export.convert import GeneratorConversionError, generator_to_onnx
+from ufsim_export.convert.verify import VerificationError, column_scale, verify_generator
 from ufsim_export.models import ResidualGenerator
-from ufsim_export.verify import VerificationError, column_scale, verify_generator
 
 N_ROWS = 10_000
 N_CONDITIONS = 12

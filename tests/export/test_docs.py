@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ufsim_export.docs import BEGIN, END, contract_markdown
+from ufsim_export.repository.docs import BEGIN, END, contract_markdown
 from ufsim_export.spec import PipelineSpec
 
 

@@ -2,7 +2,7 @@
 
 ONNX Runtime's vectorised Log/Sin/Cos/Atan/Asin/Acos (and Sqrt in 1.19.2) round a batch's scalar tail
 differently from its packets, so a row's result depends on where it sits in the batch. These tests
-check the replacements in :mod:`ufsim_export.elementary` against float64 numpy, against their own
+check the replacements in :mod:`ufsim_export.graphs.elementary` against float64 numpy, against their own
 numpy evaluation bit for bit (in this runtime and in 1.19.2), and that no shipped graph still uses
 a position-dependent operator.
 """
@@ -17,8 +17,8 @@ import onnxruntime as ort
 import pytest
 from test_ort_compat import _ort119, _run
 
-from ufsim_export import elementary as el
-from ufsim_export.onnx_builder import GraphBuilder
+from ufsim_export.graphs import elementary as el
+from ufsim_export.graphs.builder import GraphBuilder
 
 POSITION_DEPENDENT = {"Log", "Sin", "Cos", "Tan", "Atan", "Asin", "Acos", "Sqrt", "Pow"}
 N = 20_011  # odd, so every vector width leaves a scalar tail

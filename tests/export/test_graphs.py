@@ -7,9 +7,9 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 
-from ufsim_export import rng
-from ufsim_export.graphs import build_graph_step
-from ufsim_export.onnx_builder import GraphBuilder
+from ufsim_export.graphs import rng
+from ufsim_export.graphs.builder import GraphBuilder
+from ufsim_export.graphs.steps import build_graph_step
 from ufsim_export.spec import PipelineSpec
 
 

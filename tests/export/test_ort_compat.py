@@ -24,8 +24,8 @@ from test_convert import FAMILIES, features, fitted
 from test_convert_generator import N_CONDITIONS, NOISE_DIM, ResidualTanh
 
 from ufsim_export.convert import IMPLEMENTATIONS, gbdt_to_onnx, generator_to_onnx
+from ufsim_export.convert.verify import check_production_compat
 from ufsim_export.models import ResidualGenerator
-from ufsim_export.verify import check_production_compat
 
 ROOT = Path(__file__).resolve().parents[2]
 ORT119_PYTHON = ROOT / ".venv-ort119" / "bin" / "python"

@@ -13,11 +13,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from ufsim_export.inprocess import InProcessPipeline
-from ufsim_export.repository import check_model_io, write_configs, write_repository
-from ufsim_export.rng import mix64
+from ufsim_export.graphs.rng import mix64
+from ufsim_export.repository.gun import compute_features, synthetic_particles
+from ufsim_export.repository.inprocess import InProcessPipeline
+from ufsim_export.repository.writer import check_model_io, write_configs, write_repository
 from ufsim_export.spec import PipelineSpec, SpecError
-from ufsim_export.toy import compute_features, synthetic_particles
 
 
 def test_committed_configs_are_generated(spec: PipelineSpec, repo_root: Path, tmp_path: Path) -> None:

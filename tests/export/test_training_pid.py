@@ -15,8 +15,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from ufsim_export import calibration
-from ufsim_export.training import pid
+from ufsim_export.training import calibration, pid
 
 MODELS = Path(__file__).resolve().parents[2] / "export" / "models"
 GENERATORS = {"rich": (9, 4), "muon": (9, 2), "global_pid": (16, 9)}
@@ -127,7 +126,7 @@ def test_sweighted_training_recovers_the_signal() -> None:
     """A kaon sample with 40 % background (mostly pions labelled as kaons): the generator trained with
     sWeights reproduces the pure-kaon RICH response better than the one trained without."""
     result = pid.weighted_training_check(seed=0, quick=True)
-    for column in ("RichDLLK", "RichDLLp"):
+    for column in ("RichDLLk", "RichDLLp"):
         assert result[f"weighted_{column}"] < result[f"unweighted_{column}"], result
     weighted = np.mean([result[f"weighted_{c}"] for c in calibration.RICH_COLUMNS])
     unweighted = np.mean([result[f"unweighted_{c}"] for c in calibration.RICH_COLUMNS])

@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from ufsim_export.convert.verify import verify_generator
 from ufsim_export.spec import PipelineSpec
 from ufsim_export.training import tracking
 from ufsim_export.training.common import (
@@ -23,7 +24,6 @@ from ufsim_export.training.common import (
     quantile_knots,
     sha256_files,
 )
-from ufsim_export.verify import verify_generator
 
 STEPS = ("acceptance", "tracking_efficiency", "tracking_resolution", "tracking_covariance")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ufsim_export.validation.metrics import (
+from ufsim_export.metrics import (
     binned_mean,
     binned_mean_2d,
     binned_w1_over_sigma,

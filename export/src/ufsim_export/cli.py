@@ -12,6 +12,8 @@ from pathlib import Path
 from .spec import SpecError, default_spec_path, load_spec
 
 log = logging.getLogger("ufsim_export")
+# Each subcommand imports its layer when it runs: `check` and `contract` need only the spec, while
+# the writer, the trainings and the report import onnx, torch, scikit-learn or matplotlib (seconds).
 DEFAULT_DATA = Path("../shared/data/lamarr-trk-2016MU")
 
 
@@ -26,7 +28,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _configs(args: argparse.Namespace) -> int:
-    from .repository import write_configs
+    from .repository.writer import write_configs  # deferred: see the note above
 
     for path in write_configs(load_spec(args.spec), args.out):
         print(path)
@@ -34,14 +36,14 @@ def _configs(args: argparse.Namespace) -> int:
 
 
 def _repository(args: argparse.Namespace) -> int:
-    from .repository import check_gbdt_implementation, write_repository
+    from .repository.writer import check_gbdt_implementation, write_repository  # deferred: see above
 
     try:
         check_gbdt_implementation(args.gbdt_implementation)
     except ValueError as err:
         print(f"ufsim-export: error: --gbdt-implementation: {err}", file=sys.stderr)
         return 2
-    from .verify import VerificationError
+    from .convert.verify import VerificationError  # deferred: see the note above
 
     try:
         out = write_repository(
@@ -58,15 +60,8 @@ def _repository(args: argparse.Namespace) -> int:
     return 0
 
 
-def _toy(args: argparse.Namespace) -> int:
-    from .toy import train_toy_models
-
-    print(f"wrote {train_toy_models(args.out, spec=load_spec(args.spec), seed=args.seed)}")
-    return 0
-
-
 def _train(args: argparse.Namespace) -> int:
-    from .training import pid, tracking
+    from .training import pid, tracking  # deferred: see the note above
 
     start = time.perf_counter()
     if args.only in (None, "tracking"):
@@ -81,14 +76,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .validation.report import write_report
+    from .validation.report import write_report  # deferred: see the note above
 
     print(f"wrote {write_report(args.data, args.models, args.out, quick=args.quick)}")
     return 0
 
 
 def _contract(args: argparse.Namespace) -> int:
-    from .docs import contract_markdown
+    from .repository.docs import contract_markdown  # deferred: see the note above
 
     print(contract_markdown(load_spec(args.spec)))
     return 0
@@ -120,10 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: deploy <step>.onnx as trained)",
     )
     p.set_defaults(func=_repository)
-    p = sub.add_parser("toy-models", help="train small stand-in models (tests)")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_toy)
     p = sub.add_parser("train", help="train the reference models from data and fixed seeds")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--out", type=Path, default=Path("export/models"))

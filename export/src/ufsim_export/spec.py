@@ -1,7 +1,7 @@
 """The declarative pipeline spec: load, check the wiring, and answer questions about tensors.
 
-The spec (``export/pipelines/lhcb.yaml``) is the single source of truth for tensor names, dtypes,
-shapes, units and sentinels, and for the order of the steps in the Triton ensemble.
+The spec (``ufsim_export/pipelines/lhcb.yaml``, package data) is the single source of truth for
+tensor names, dtypes, shapes, units and sentinels, and for the order of the steps in the ensemble.
 """
 
 from __future__ import annotations
@@ -9,10 +9,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 DTYPES: dict[str, type[np.generic]] = {
     "FP32": np.float32,
@@ -90,6 +101,22 @@ class StepSpec:
 
 
 @dataclass(frozen=True)
+class SpeciesSpec:
+    """A simulated species: its name (one-hot column ``is_<name>``) and PDG id (matched by |id|)."""
+
+    name: str
+    pdg: int
+
+
+@dataclass(frozen=True)
+class TrackTypeSpec:
+    """A value of ``track_type``: its name (a tracking-efficiency class, where it is one) and code."""
+
+    name: str
+    code: int
+
+
+@dataclass(frozen=True)
 class PipelineSpec:
     """The whole pipeline: ensemble inputs and outputs, and the steps in execution order."""
 
@@ -101,6 +128,8 @@ class PipelineSpec:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     steps: tuple[StepSpec, ...]
+    species: tuple[SpeciesSpec, ...] = ()
+    track_types: tuple[TrackTypeSpec, ...] = ()
     source: Path | None = None
     _tensors: dict[str, TensorSpec] = field(default_factory=dict, repr=False, compare=False)
 
@@ -129,96 +158,220 @@ class PipelineSpec:
         """Steps whose models are trained (GBDTs and generators)."""
         return tuple(step for step in self.steps if step.kind != "graph")
 
+    def track_type(self, name: str) -> int:
+        """The ``track_type`` code called ``name`` (for example ``long`` -> 3)."""
+        for track_type in self.track_types:
+            if track_type.name == name:
+                return track_type.code
+        raise KeyError(f"no track type {name!r}; declared: {[t.name for t in self.track_types]}")
 
-def _tensor(raw: dict[str, Any], where: str) -> TensorSpec:
-    for key in ("name", "dtype", "dims"):
-        if key not in raw:
-            raise SpecError(f"{where}: tensor {raw.get('name', '?')!r} has no {key!r}")
-    if raw["dtype"] not in DTYPES:
-        raise SpecError(
-            f"{where}: tensor {raw['name']!r} has dtype {raw['dtype']!r}; accepted: {sorted(DTYPES)}"
-        )
-    dims = tuple(int(d) for d in raw["dims"])
-    if not dims or any(d <= 0 for d in dims):
-        raise SpecError(f"{where}: tensor {raw['name']!r} has dims {list(dims)}; need positive dims")
-    columns = tuple(raw.get("columns", ()))
-    if columns and len(columns) != int(np.prod(dims)):
-        raise SpecError(
-            f"{where}: tensor {raw['name']!r} declares {len(columns)} columns for dims {list(dims)}"
-        )
-    units = raw.get("units", "")
-    sentinel = raw.get("sentinel")
-    if isinstance(sentinel, list):
-        if len(sentinel) != int(np.prod(dims)):
-            raise SpecError(f"{where}: tensor {raw['name']!r} has {len(sentinel)} sentinels for {dims}")
-        sentinel = tuple(float(s) for s in sentinel)
+
+class _Strict(BaseModel):
+    """Schema base: an unknown key (a misspelt ``sentinal``) fails instead of falling back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Tensor(_Strict):
+    name: str
+    dtype: str
+    dims: list[int]
+    columns: list[str] = Field(default_factory=list)
+    units: list[str] | str = ""
+    sentinel: float | list[float] | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> _Tensor:
+        where = f"tensor {self.name!r}"
+        if self.dtype not in DTYPES:
+            raise ValueError(f"{where} has dtype {self.dtype!r}; accepted: {sorted(DTYPES)}")
+        if not self.dims or any(d <= 0 for d in self.dims):
+            raise ValueError(f"{where} has dims {self.dims}; need positive dims")
+        width = int(np.prod(self.dims))
+        if self.columns and len(self.columns) != width:
+            raise ValueError(f"{where} declares {len(self.columns)} columns for dims {self.dims}")
+        if isinstance(self.sentinel, list) and len(self.sentinel) != width:
+            raise ValueError(f"{where} has {len(self.sentinel)} sentinels for dims {self.dims}")
+        return self
+
+
+class _InputRef(_Strict):
+    name: str
+    columns: list[int] | None = None
+
+
+def _bare_or(tag: str) -> Discriminator:
+    """A bare tensor name or an inline mapping: two tagged alternatives, so errors name just one."""
+    return Discriminator(lambda value: BARE if isinstance(value, str) else tag)
+
+
+BARE = "bare_name"
+_StepInput = Annotated[
+    Annotated[str, Tag(BARE)] | Annotated[_InputRef, Tag("inline")], _bare_or("inline")
+]
+_StepOutput = Annotated[Annotated[str, Tag(BARE)] | Annotated[_Tensor, Tag("inline")], _bare_or("inline")]
+
+
+class _Step(_Strict):
+    name: str
+    kind: str
+    inputs: list[_StepInput] = Field(default_factory=list)
+    outputs: list[_StepOutput] = Field(default_factory=list)
+    stream: int | None = None
+    noise_dim: int | None = None
+    classes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _known_kind(self) -> _Step:
+        if self.kind not in KINDS:
+            raise ValueError(f"step {self.name!r}: kind {self.kind!r} is not one of {list(KINDS)}")
+        if not self.inputs or not self.outputs:
+            raise ValueError(f"step {self.name!r}: needs at least one input and one output")
+        return self
+
+
+class _Species(_Strict):
+    name: str
+    pdg: PositiveInt
+
+
+class _TrackType(_Strict):
+    name: str
+    code: int
+
+
+class _Pipeline(_Strict):
+    name: str
+    version: int = 1
+    max_batch_size: PositiveInt = 65536
+    instance_count: PositiveInt = 1
+    max_queue_delay_microseconds: NonNegativeInt = 100
+    species: list[_Species] = Field(min_length=1)
+    track_types: list[_TrackType] = Field(min_length=1)
+    inputs: list[_Tensor]
+    outputs: list[_Tensor]
+    steps: list[_Step]
+
+    @model_validator(mode="after")
+    def _unique(self) -> _Pipeline:
+        for what, values in (
+            ("species name", [s.name for s in self.species]),
+            ("species pdg", [s.pdg for s in self.species]),
+            ("track type name", [t.name for t in self.track_types]),
+            ("track type code", [t.code for t in self.track_types]),
+        ):
+            twice = sorted({v for v in values if values.count(v) > 1}, key=str)
+            if twice:
+                raise ValueError(f"{what} declared more than once: {twice}")
+        return self
+
+
+_SCHEMAS: dict[tuple[str, ...], type[_Strict]] = {
+    (): _Pipeline,
+    ("species",): _Species,
+    ("track_types",): _TrackType,
+    ("inputs",): _Tensor,
+    ("outputs",): _Tensor,
+    ("steps",): _Step,
+    ("steps", "inputs"): _InputRef,
+    ("steps", "outputs"): _Tensor,
+}
+"""The schema at a location (its field names, ignoring list indices): says which keys are accepted."""
+
+
+def _path(loc: tuple[int | str, ...], raw: Any) -> str:
+    """``steps[rich].outputs[rich_response].sentinal``: list items shown by name where they have one."""
+    parts: list[str] = []
+    node = raw
+    for key in loc:
+        if isinstance(key, int):
+            item = node[key] if isinstance(node, list) and key < len(node) else None
+            name = item.get("name") if isinstance(item, dict) else item if isinstance(item, str) else None
+            parts[-1] += f"[{name}]" if name else f"[{key}]"
+            node = item
+        else:
+            parts.append(key)
+            node = node.get(key) if isinstance(node, dict) else None
+    return ".".join(parts)
+
+
+def _messages(err: ValidationError, raw: Any) -> list[str]:
+    messages = []
+    for error in err.errors():
+        loc = tuple(k for k in error["loc"] if k not in (BARE, "inline"))
+        where = _path(loc, raw) or "pipeline spec"
+        if error["type"] == "extra_forbidden":
+            schema = _SCHEMAS[tuple(k for k in loc[:-1] if isinstance(k, str))]
+            accepted = ", ".join(schema.model_fields)
+            messages.append(f"{where}: unknown key {loc[-1]!r}; accepted: {accepted}")
+        elif error["type"] == "value_error":
+            messages.append(f"{where}: {error['ctx']['error']}")
+        elif error["type"] == "missing":
+            messages.append(f"{where}: required key is missing")
+        else:
+            messages.append(f"{where}: {error['msg']} (got {error['input']!r})")
+    return messages
+
+
+def _tensor(raw: _Tensor) -> TensorSpec:
     return TensorSpec(
-        name=str(raw["name"]),
-        dtype=str(raw["dtype"]),
-        dims=dims,
-        columns=columns,
-        units=tuple(units) if isinstance(units, list) else str(units),
-        sentinel=sentinel,
-        description=str(raw.get("description", "")),
+        name=raw.name,
+        dtype=raw.dtype,
+        dims=tuple(raw.dims),
+        columns=tuple(raw.columns),
+        units=tuple(raw.units) if isinstance(raw.units, list) else raw.units,
+        sentinel=tuple(raw.sentinel) if isinstance(raw.sentinel, list) else raw.sentinel,
+        description=raw.description,
     )
 
 
-def _input_ref(raw: str | dict[str, Any], where: str) -> InputRef:
+def _input_ref(raw: str | _InputRef) -> InputRef:
     if isinstance(raw, str):
         return InputRef(raw)
-    if "name" not in raw:
-        raise SpecError(f"{where}: input {raw!r} has no 'name'")
-    columns = raw.get("columns")
-    return InputRef(str(raw["name"]), tuple(int(c) for c in columns) if columns is not None else None)
+    return InputRef(raw.name, None if raw.columns is None else tuple(raw.columns))
 
 
-def _step(raw: dict[str, Any], outputs_by_name: dict[str, TensorSpec]) -> StepSpec:
-    name = raw.get("name")
-    if not name:
-        raise SpecError(f"a step has no name: {raw!r}")
-    where = f"step {name!r}"
-    kind = raw.get("kind")
-    if kind not in KINDS:
-        raise SpecError(f"{where}: kind {kind!r} is not one of {list(KINDS)}")
-    inputs = tuple(_input_ref(r, where) for r in raw.get("inputs", ()))
+def _step(raw: _Step, outputs_by_name: dict[str, TensorSpec]) -> StepSpec:
+    where = f"step {raw.name!r}"
     outputs: list[TensorSpec] = []
-    for out in raw.get("outputs", ()):
+    for out in raw.outputs:
         if isinstance(out, str):
             if out not in outputs_by_name:
                 raise SpecError(f"{where}: output {out!r} is a bare name but not an ensemble output")
             outputs.append(outputs_by_name[out])
         else:
-            outputs.append(_tensor(out, where))
-    if not inputs or not outputs:
-        raise SpecError(f"{where}: needs at least one input and one output")
+            outputs.append(_tensor(out))
     return StepSpec(
-        name=str(name),
-        kind=str(kind),
-        inputs=inputs,
+        name=raw.name,
+        kind=raw.kind,
+        inputs=tuple(_input_ref(r) for r in raw.inputs),
         outputs=tuple(outputs),
-        stream=int(raw["stream"]) if "stream" in raw else None,
-        noise_dim=int(raw["noise_dim"]) if "noise_dim" in raw else None,
-        classes=tuple(raw.get("classes", ())),
+        stream=raw.stream,
+        noise_dim=raw.noise_dim,
+        classes=tuple(raw.classes),
     )
 
 
-def parse_spec(raw: dict[str, Any], source: Path | None = None) -> PipelineSpec:
-    """Build a :class:`PipelineSpec` from a parsed YAML mapping and check its wiring."""
-    for key in ("name", "inputs", "outputs", "steps"):
-        if key not in raw:
-            raise SpecError(f"pipeline spec has no {key!r}")
-    inputs = tuple(_tensor(t, "ensemble inputs") for t in raw["inputs"])
-    outputs = tuple(_tensor(t, "ensemble outputs") for t in raw["outputs"])
-    steps = tuple(_step(s, {t.name: t for t in outputs}) for s in raw["steps"])
+def parse_spec(raw: Any, source: Path | None = None) -> PipelineSpec:
+    """Validate parsed YAML against the schema, build the :class:`PipelineSpec` and check its wiring."""
+    try:
+        model = _Pipeline.model_validate(raw)
+    except ValidationError as err:
+        prefix = f"{source}: " if source else ""
+        raise SpecError(prefix + "; ".join(_messages(err, raw))) from None
+    outputs = tuple(_tensor(t) for t in model.outputs)
     spec = PipelineSpec(
-        name=str(raw["name"]),
-        version=int(raw.get("version", 1)),
-        max_batch_size=int(raw.get("max_batch_size", 65536)),
-        instance_count=int(raw.get("instance_count", 1)),
-        max_queue_delay_microseconds=int(raw.get("max_queue_delay_microseconds", 100)),
-        inputs=inputs,
+        name=model.name,
+        version=model.version,
+        max_batch_size=model.max_batch_size,
+        instance_count=model.instance_count,
+        max_queue_delay_microseconds=model.max_queue_delay_microseconds,
+        inputs=tuple(_tensor(t) for t in model.inputs),
         outputs=outputs,
-        steps=steps,
+        steps=tuple(_step(s, {t.name: t for t in outputs}) for s in model.steps),
+        species=tuple(SpeciesSpec(s.name, s.pdg) for s in model.species),
+        track_types=tuple(TrackTypeSpec(t.name, t.code) for t in model.track_types),
         source=source,
     )
     spec._tensors.update(_check_wiring(spec))
@@ -230,14 +383,12 @@ def load_spec(path: str | Path) -> PipelineSpec:
     path = Path(path)
     with path.open() as stream:
         raw = yaml.safe_load(stream)
-    if not isinstance(raw, dict):
-        raise SpecError(f"{path}: expected a mapping at the top level")
     return parse_spec(raw, source=path)
 
 
 def default_spec_path() -> Path:
-    """The LHCb pipeline spec shipped in the repository (export/pipelines/lhcb.yaml)."""
-    return Path(__file__).resolve().parents[2] / "pipelines" / "lhcb.yaml"
+    """The LHCb pipeline spec shipped as package data (ufsim_export/pipelines/lhcb.yaml)."""
+    return Path(__file__).resolve().parent / "pipelines" / "lhcb.yaml"
 
 
 def _same(a: TensorSpec, b: TensorSpec) -> bool:

@@ -28,8 +28,8 @@ from types import TracebackType
 
 import pytriton
 
-BACKEND_MODEL = Path(__file__).resolve().parents[2] / "backends" / "onnxruntime" / "model.py"
-"""ufsim's Python-based ``onnxruntime`` backend (deploy/local/backends/onnxruntime/model.py)."""
+BACKEND_MODEL = Path(__file__).resolve().parent / "backends" / "onnxruntime" / "model.py"
+"""ufsim's Python-based ``onnxruntime`` backend, shipped as package data of ufsim_serve."""
 
 _WHEEL = Path(pytriton.__file__).resolve().parent / "tritonserver"
 _SHM_DIR = Path("/dev/shm")

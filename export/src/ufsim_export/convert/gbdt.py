@@ -39,8 +39,8 @@ import onnx
 import torch
 from onnx import version_converter
 
-from ..verify import check_production_compat
 from ._onnx_utils import keep_outputs, name_nodes, rename_tensor, set_shape
+from .verify import check_production_compat
 
 IMPLEMENTATIONS = ("perf_tree_trav", "tree_trav", "gemm", "native")
 PERF_TREE_TRAV_MAX_DEPTH = 10
@@ -57,6 +57,7 @@ class GBDTConversionError(ValueError):
 
 def model_family(model: Any) -> str:
     """``sklearn-gb``, ``sklearn-hgb``, ``lightgbm`` or ``xgboost``; raises for anything else."""
+    # deferred: scikit-learn takes seconds to import; generator-only users of `convert` never need it
     from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
 
     if isinstance(model, GradientBoostingClassifier):
@@ -110,6 +111,7 @@ def _gemm_aggregation(self: Any, x: torch.Tensor) -> torch.Tensor:
 
 
 def _patch_gemm(executor: torch.nn.Module) -> None:
+    # deferred (as every hummingbird import here): only the Hummingbird implementations need it
     from hummingbird.ml.operator_converters._tree_implementations import GEMMGBDTImpl
 
     for op in executor.modules():
@@ -148,7 +150,7 @@ def _hist_gbdt_parameters(trees: Any, extra_config: dict[str, Any]) -> Any:
     Hummingbird 0.4.12 replaces a threshold or a leaf value that is exactly 0 by -1 (meant for
     missing children), which changes the predictions of trees with such splits or leaves.
     """
-    from hummingbird.ml.operator_converters._tree_commons import TreeParameters
+    from hummingbird.ml.operator_converters._tree_commons import TreeParameters  # deferred: see _patch_gemm
 
     nodes = trees.nodes
     leaf = nodes["is_leaf"].astype(bool)
@@ -169,6 +171,7 @@ def _exact_parameters(family: str) -> Iterator[None]:
     float32 and whose text dump rounds back exactly), and HistGradientBoosting trees are parsed by
     :func:`_hist_gbdt_parameters`.
     """
+    # deferred: see _patch_gemm
     from hummingbird.ml.operator_converters import _tree_commons
     from hummingbird.ml.operator_converters.sklearn import gbdt as hb_sklearn_gbdt
 
@@ -205,7 +208,7 @@ class _ProbabilitiesOnly(torch.nn.Module):
 def _hummingbird(
     model: Any, family: str, sample: np.ndarray, implementation: str, opset: int
 ) -> onnx.ModelProto:
-    import hummingbird.ml
+    import hummingbird.ml  # deferred: see _patch_gemm
 
     # n_threads=None: Hummingbird would otherwise change torch's global thread settings.
     extra = {"tree_implementation": implementation, "container": False, "n_threads": None}
@@ -253,6 +256,7 @@ def check_no_axisless_squeeze(onnx_model: onnx.ModelProto, implementation: str =
 
 def _native(model: Any, family: str, n_features: int, opset: int) -> onnx.ModelProto:
     if family.startswith("sklearn"):
+        # optional: skl2onnx / onnxmltools are not dependencies of ufsim-export, only `native` needs them
         from skl2onnx import convert_sklearn
         from skl2onnx.common.data_types import FloatTensorType
 
@@ -263,7 +267,7 @@ def _native(model: Any, family: str, n_features: int, opset: int) -> onnx.ModelP
             options={type(model): {"zipmap": False}},
         )
     else:
-        import onnxmltools
+        import onnxmltools  # optional: see the scikit-learn branch
         from onnxmltools.convert.common.data_types import FloatTensorType as MLFloatTensorType
 
         # onnxmltools 1.16 converts up to opset 15 and picks the lowest opsets its operators need

@@ -14,8 +14,8 @@ import warnings
 import onnx
 import torch
 
-from ..verify import check_production_compat
 from ._onnx_utils import name_nodes, op_types, set_shape
+from .verify import check_production_compat
 
 INPUT_NAMES = ("conditions", "noise")
 OUTPUT_NAME = "output"

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import pickle
 import platform
@@ -35,10 +36,12 @@ from scipy.special import ndtr
 from torch import nn
 from tqdm.auto import tqdm
 
+from ufsim_client.keys import splitmix64
+
 from ..convert.gbdt import gbdt_to_onnx
 from ..convert.generator import generator_to_onnx
+from ..convert.verify import VerificationReport, verify_classifier, verify_generator
 from ..models import ResidualGenerator
-from ..verify import VerificationReport, verify_classifier, verify_generator
 
 ORIGINAL_MAX_BYTES = 5 * 1024 * 1024
 """Originals (``.pkl``/``.pt``) are committed next to the ONNX only below this size."""
@@ -134,15 +137,6 @@ def event_split(
         (source_ids << np.uint64(42)) ^ index.astype(np.uint64) ^ np.uint64(seed * 0x9E3779B97F4A7C15 % 2**64)
     )
     return (splitmix64(key) >> np.uint64(11)).astype(np.float64) * 2.0**-53 < val_fraction
-
-
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser (vectorised): a well-mixed 64-bit hash of 64-bit integers."""
-    with np.errstate(over="ignore"):
-        z = np.asarray(x, np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
 
 
 # ------------------------------------------------------------------------------------------- generators
@@ -461,8 +455,6 @@ def save_generator(
 
 
 def _torch_bytes(module: nn.Module) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     extra = module.extra_state() if hasattr(module, "extra_state") else {}
     torch.save({"class": type(module).__name__, "kwargs": extra, "state_dict": module.state_dict()}, buffer)

@@ -55,14 +55,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import log_loss, roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import calibration
-from ..calibration import GLOBAL_COLUMNS, MUON_COLUMNS, PID_FEATURES, RICH_COLUMNS, SPECIES
+from ..metrics import c2st_auc, w1_over_sigma
+from . import calibration
+from .calibration import GLOBAL_COLUMNS, MUON_COLUMNS, PID_FEATURES, RICH_COLUMNS, SPECIES
 from .common import (
     MonotonePiecewiseLinear,
     QuantileResidualGenerator,
@@ -87,7 +87,7 @@ PROBNN_FLOOR = 1e-30
 1e-4 floor made the model's small ProbNNs trivially distinguishable); the log-space targets must cover
 that range. The logits skip the quantile transform (:class:`PartialQuantileGenerator`), so their float32
 rounding stays ~1e-7 relative and the softmax keeps the 1e-5 ONNX-vs-PyTorch budget."""
-RICH_FOR_PID = [GLOBAL_INPUTS.index(c) for c in ("RichDLLe", "RichDLLK", "RichDLLp", "RichDLLmu")]
+RICH_FOR_PID = [GLOBAL_INPUTS.index(c) for c in ("RichDLLe", "RichDLLk", "RichDLLp", "RichDLLmu")]
 """Condition columns of the RICH DLL under each combined DLL (PIDe, PIDK, PIDp, PIDmu)."""
 GENERATOR_THREADS = 1
 """torch threads for the generator fits: on the shared 2-core machine two threads per process
@@ -250,35 +250,6 @@ def sample_generator(module: nn.Module, conditions: np.ndarray, *, seed: int = 0
     return np.concatenate(out).astype(np.float64)
 
 
-def w1_over_sigma(
-    reference: np.ndarray, generated: np.ndarray, ref_weights: np.ndarray | None = None
-) -> float:
-    """1-D Wasserstein distance between reference and generated values over the reference's spread."""
-    if ref_weights is None:
-        spread = float(np.std(reference))
-    else:
-        mean = np.average(reference, weights=ref_weights)
-        spread = float(np.sqrt(max(np.average((reference - mean) ** 2, weights=ref_weights), 0.0)))
-    w1 = stats.wasserstein_distance(reference, generated, u_weights=ref_weights)
-    return float(w1 / spread) if spread > 0 else float(w1)
-
-
-def two_sample_auc(real: np.ndarray, fake: np.ndarray, *, seed: int = 0) -> float:
-    """Classifier two-sample test: ROC AUC of a GBDT separating real from generated rows (0.5 = equal).
-
-    Trained on half of each sample, evaluated on the other half.
-    """
-    rng = np.random.default_rng(seed)
-    n = min(len(real), len(fake))
-    x = np.concatenate([real[:n], fake[:n]])
-    label = np.concatenate([np.ones(n), np.zeros(n)])
-    order = rng.permutation(2 * n)
-    train, test = order[:n], order[n:]
-    clf = HistGradientBoostingClassifier(max_iter=100, max_depth=5, random_state=seed)
-    clf.fit(x[train], label[train])
-    return float(roc_auc_score(label[test], clf.predict_proba(x[test])[:, 1]))
-
-
 def generator_metrics(
     module: nn.Module,
     frame: pd.DataFrame,
@@ -298,7 +269,7 @@ def generator_metrics(
             continue
         w1[s] = {c: w1_over_sigma(real[sel, j], fake[sel, j]) for j, c in enumerate(outputs)}
     worst = max(v for per in w1.values() for v in per.values())
-    auc = two_sample_auc(np.hstack([conditions, real]), np.hstack([conditions, fake]), seed=seed)
+    auc = c2st_auc(np.hstack([conditions, real]), np.hstack([conditions, fake]), seed=seed)
     return {"rows": len(frame), "w1_over_sigma": w1, "w1_over_sigma_max": worst, "two_sample_auc": auc}
 
 

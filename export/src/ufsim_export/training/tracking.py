@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import time
 import warnings
 from collections.abc import Callable
@@ -190,7 +191,7 @@ def fit_gbdt(
     X: np.ndarray, probabilities: np.ndarray, weights: np.ndarray | None, config: GBDTConfig, seed: int
 ) -> Any:
     """LightGBM classifier on soft labels, deterministic for a seed and 2 threads."""
-    from lightgbm import LGBMClassifier
+    from lightgbm import LGBMClassifier  # optional dependency (extra `train`)
 
     Xr, yr, wr = soft_label_rows(
         X.astype(np.float32), probabilities.astype(np.float64), weights, min_weight=1e-4
@@ -294,8 +295,6 @@ def train(
 
 
 def _finish_manifest(path: Path, seconds: float) -> None:
-    import json
-
     manifest_path = path.with_suffix(".json")
     manifest = json.loads(manifest_path.read_text())
     manifest["training_seconds"] = round(seconds, 1)

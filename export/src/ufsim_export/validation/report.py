@@ -31,7 +31,8 @@ import numpy as np
 import onnxruntime as ort
 from tqdm.auto import tqdm
 
-from .metrics import (
+from ..convert.verify import verify_classifier
+from ..metrics import (
     MIN_BIN_ROWS,
     binned_mean,
     binned_mean_2d,
@@ -39,6 +40,25 @@ from .metrics import (
     c2st_auc,
     robust_sigma,
     w1_over_sigma,
+)
+from ..spec import default_spec_path, load_spec
+from ..training import calibration, pid
+from ..training.common import git_commit
+from ..training.distill import parity, student_inputs
+from ..training.library import LabelledSet
+from ..training.tracking import EFFICIENCY_LABELS, Columns, load_particles
+from . import tracking_library
+from .tracking_library import (
+    FULL_ROWS,
+    MIN_BIN_TRACKS,
+    MODEL_NOISE_SEED,
+    PARITY_MEDIAN_TARGET,
+    PARITY_P99_TARGET,
+    QUICK_ROWS,
+    REPORT_SEED,
+    fresh_noise,
+    held_out_tracks,
+    served_ndof,
 )
 
 W1_TARGET = 0.05
@@ -54,7 +74,8 @@ CURVE_LOG10P = np.linspace(2.5, 6.0, 15)
 CURVE_ETA = np.linspace(1.0, 6.0, 21)
 EFF_2D_LOG10P = np.array([2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0])
 EFF_2D_ETA = np.array([1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5])
-TRACK_TYPES = ("long", "upstream", "downstream")
+TRACK_TYPES: tuple[str, ...] = load_spec(default_spec_path()).step("tracking_efficiency").classes[1:]
+"""Reconstructed track types, in the order of the tracking-efficiency classes after the first."""
 FIGURES = "figures"
 METHOD = [
     "- **Data**: `lamarr-trk-2016MU` (labels from the public Lamarr 2016 MagUp tracking library). 20 % of "
@@ -135,7 +156,7 @@ def _eta_from_slopes(tx: np.ndarray, ty: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------- plotting
 def _plt() -> Any:
-    import matplotlib
+    import matplotlib  # optional dependency (extra `train`), and the backend is set before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -237,7 +258,6 @@ def _edges_text() -> str:
 
 def efficiency_section(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick: bool) -> Section:
     """Acceptance and track-type efficiencies of the ONNX GBDTs vs the library, validation particles."""
-    from ..training.tracking import EFFICIENCY_LABELS, Columns, load_particles
 
     sec = Section("Acceptance and tracking efficiency (GBDTs)")
     acc_path, eff_path = models_dir / "acceptance.onnx", models_dir / "tracking_efficiency.onnx"
@@ -456,6 +476,138 @@ def _bin_floor(
     return w1_over_sigma(reference[perm[:half]], reference[perm[half:]], sigma=np.std(reference[sel]))
 
 
+def tracking_sections(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick: bool) -> list[Section]:
+    """Resolution, covariance, served chain, parity and tail-aware fidelity of the tracking generators."""
+    res_path, cov_path = models_dir / "tracking_resolution.onnx", models_dir / "tracking_covariance.onnx"
+    if not (res_path.exists() and cov_path.exists()):
+        sec = Section("Tracking generators", ["tracking_resolution/covariance.onnx missing: not validated."])
+        sec.misses.append("tracking generators missing")
+        return [sec]
+    cols = Columns.from_spec()
+    tracks = held_out_tracks(data_dir, QUICK_ROWS if quick else FULL_ROWS)
+    cond = tracks.conditions.astype(np.float64)
+    log10p = cond[:, 5]
+    eta = _eta_from_slopes(cond[:, 3], cond[:, 4])
+    min_bin = 300 if quick else MIN_BIN_TRACKS
+    note = (
+        f"Reference: the library on {len(tracks):,} held-out tracks (validation-split particles, library "
+        f"noise seed {REPORT_SEED}, never trained on). "
+    )
+    res_cond, _, res_ref = student_inputs("tracking_resolution", tracks)
+    cov_cond, _, cov_ref = student_inputs("tracking_covariance", tracks)
+    sections = [
+        generator_section(
+            "Tracking resolution (generator)", "tracking_resolution", res_cond.astype(np.float64),
+            res_ref.astype(np.float64), list(cols.resolution_conditions), list(cols.resolution_outputs),
+            log10p, eta, models_dir, fig_dir, quick=quick, weights_note=note, min_bin_rows=min_bin,
+        ),
+        generator_section(
+            "Tracking covariance (generator, conditioned on the library's track quality)",
+            "tracking_covariance", cov_cond.astype(np.float64), cov_ref.astype(np.float64),
+            list(cols.covariance_conditions), list(cols.covariance_outputs), log10p, eta, models_dir,
+            fig_dir, quick=quick, weights_note=note, min_bin_rows=min_bin,
+        ),
+    ]  # fmt: skip
+    sections.append(chain_section(tracks, res_path, cov_path, fig_dir, quick=quick))
+    sections.append(parity_section(tracks, res_path, cov_path, cols))
+    return sections
+
+
+def chain_section(
+    tracks: LabelledSet, res_path: Path, cov_path: Path, fig_dir: Path, *, quick: bool
+) -> Section:
+    """The served chain (covariance on the generated quality) vs the library's, and the integer nDoF."""
+    sec = Section("Resolution + covariance as served (joint), and the integer nDoF")
+    n = len(tracks)
+    res = run_onnx(res_path, {"conditions": tracks.conditions, "noise": fresh_noise(n, MODEL_NOISE_SEED)})
+    cov_cond = np.column_stack([tracks.conditions, res[:, 6:9]])
+    cov = run_onnx(cov_path, {"conditions": cov_cond, "noise": fresh_noise(n, MODEL_NOISE_SEED + 1)})
+    reference = np.hstack([tracks.conditions, tracks.resolution, tracks.covariance]).astype(np.float64)
+    model = np.hstack([tracks.conditions, res, cov])
+    n_auc = min(n, 6_000 if quick else 60_000)
+    sel = np.random.default_rng(MODEL_NOISE_SEED).permutation(n)[:n_auc]
+    auc = c2st_auc(reference[sel], model[sel], seed=MODEL_NOISE_SEED, max_iter=30 if quick else 200)
+    ok_auc = auc <= AUC_TARGET
+    sec.checks += 1
+    if not ok_auc:
+        sec.misses.append(f"resolution + covariance (served chain): AUC = {auc:.4f} (target {AUC_TARGET})")
+    ref_ndof, mod_ndof = served_ndof(tracks.resolution[:, 7]), served_ndof(res[:, 7])
+    w_ndof = w1_over_sigma(ref_ndof, mod_ndof)
+    values = np.arange(int(min(ref_ndof.min(), mod_ndof.min())), int(max(ref_ndof.max(), mod_ndof.max())) + 2)
+    h_ref = np.histogram(ref_ndof, bins=values - 0.5)[0] / n
+    h_mod = np.histogram(mod_ndof, bins=values - 0.5)[0] / n
+    tv = 0.5 * float(np.abs(h_ref - h_mod).sum())
+    ok_ndof = w_ndof <= W1_TARGET
+    sec.checks += 1
+    if not ok_ndof:
+        sec.misses.append(f"served integer nDoF: W1/σ = {w_ndof:.4f} (target {W1_TARGET})")
+    sec.lines += [
+        f"{n:,} held-out tracks. Model = the ONNX resolution generator with fresh N(0, 1) noise, then the "
+        "ONNX covariance generator conditioned on the **generated** chi2PerDoF, nDoF_f, ghostProb (as the "
+        "ensemble serves them); reference = the library's resolution, then its covariance on its own "
+        f"quality. Classifier two-sample test on [12 conditions, 9 + 15 outputs], {n_auc:,} + {n_auc:,} "
+        f"rows, half held out: **AUC = {auc:.4f}** (target ≤ {AUC_TARGET}: {_mark(ok_auc)}).",
+        "",
+        "Served nDoF = max(floor(nDoF_f), 1), an integer like the library's floor(nDoF_f): "
+        f"W1/σ = {w_ndof:.4f} ({_mark(ok_ndof)}), total-variation distance of the integer histograms "
+        f"{tv:.4f}; integer values: library {np.all(ref_ndof == np.round(ref_ndof))}, "
+        f"served {np.all(mod_ndof == np.round(mod_ndof))}.",
+        "",
+        f"<!-- tracking chain c2st auc {auc:.6f} -->",
+    ]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3))
+    centres = values[:-1]
+    ax.step(centres, h_ref, where="mid", label="library floor(nDoF_f)", color="C0")
+    ax.step(centres, h_mod, where="mid", label="served nDoF (ONNX)", color="C3", ls="--")
+    ax.set_xlabel("nDoF")
+    ax.set_ylabel("fraction of tracks")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = fig_dir / "tracking_ndof.png"
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+    sec.lines += ["", f"![served nDoF]({FIGURES}/{path.name})", ""]
+    return sec
+
+
+def parity_section(tracks: LabelledSet, res_path: Path, cov_path: Path, cols: Columns) -> Section:
+    """Per-track parity: ONNX vs library for the same conditions and the library's own noise."""
+    sec = Section("Per-track parity with the library (same conditions, same noise)")
+    sec.lines += [
+        f"{len(tracks):,} held-out tracks; each ONNX generator gets exactly the conditions and the N(0, 1) "
+        "noise the library got (the covariance on the library's own track quality). |Δ|/σ per track, σ the "
+        f"library output's standard deviation; targets: median ≤ {PARITY_MEDIAN_TARGET}, 99th percentile ≤ "
+        f"{PARITY_P99_TARGET}.",
+        "",
+        "| generator | output | median \\|Δ\\|/σ | target | p99 \\|Δ\\|/σ | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for step, path, names in (
+        ("tracking_resolution", res_path, cols.resolution_outputs),
+        ("tracking_covariance", cov_path, cols.covariance_outputs),
+    ):
+        cond, noise, reference = student_inputs(step, tracks)
+        model = run_onnx(path, {"conditions": cond, "noise": noise})
+        for name, stats in parity(model, reference.astype(np.float64), names).items():
+            ok_med, ok_p99 = stats["median"] <= PARITY_MEDIAN_TARGET, stats["p99"] <= PARITY_P99_TARGET
+            sec.checks += 2
+            if not ok_med:
+                sec.misses.append(
+                    f"{step} {name}: parity median |Δ|/σ = {stats['median']:.4f} "
+                    f"(target {PARITY_MEDIAN_TARGET})"
+                )
+            if not ok_p99:
+                sec.misses.append(
+                    f"{step} {name}: parity p99 |Δ|/σ = {stats['p99']:.4f} (target {PARITY_P99_TARGET})"
+                )
+            sec.lines.append(
+                f"| {step} | {name} | {stats['median']:.4f} | {_mark(ok_med)} | {stats['p99']:.4f} | "
+                f"{_mark(ok_p99)} |"
+            )
+    return sec
+
+
 # ------------------------------------------------------------------------------------------- PID
 PID_STEPS = ("is_muon", "rich", "muon", "global_pid")
 
@@ -465,13 +617,6 @@ def pid_sections(models_dir: Path, fig_dir: Path, *, quick: bool) -> list[Sectio
     present = [s for s in PID_STEPS if (models_dir / f"{s}.onnx").exists()]
     if not present:
         return [Section("PID", ["No PID artifacts in the models folder: not validated here."])]
-    try:
-        from .. import calibration
-        from ..training import pid
-    except ImportError as exc:
-        return [
-            Section("PID", [f"PID artifacts present but the calibration generator is unavailable: {exc}"])
-        ]
     n = 30_000 if quick else 200_000
     frame = calibration.generate(n, seed=987_654)
     features = frame[list(calibration.PID_FEATURES)].to_numpy(np.float64)
@@ -590,8 +735,6 @@ def _is_muon_section(
 # ------------------------------------------------------------------------------------------- fidelity
 def fidelity_section(data_dir: Path, models_dir: Path, *, quick: bool) -> Section:
     """ONNX vs original: recomputed where the original is committed, else from the manifest."""
-    from ..training.tracking import Columns, load_particles
-    from ..verify import verify_classifier
 
     sec = Section("Conversion fidelity (ONNX vs original)")
     sec.lines += [
@@ -636,8 +779,6 @@ def fidelity_section(data_dir: Path, models_dir: Path, *, quick: bool) -> Sectio
                 metric = "max |p_onnx - p| <= 1e-05"
                 errors, source = rep.max_error, f"recomputed, {len(X):,} validation rows"
             elif original and (models_dir / original).exists() and step.startswith("tracking_"):
-                from . import tracking_library
-
                 errors, rows = tracking_library.fidelity(
                     models_dir / original, onnx_path, step, data_dir, 10_000 if quick else n
                 )
@@ -698,11 +839,9 @@ def write_report(data_dir: Path, models_dir: Path, out_dir: Path, *, quick: bool
     fig_dir = out_dir / FIGURES
     fig_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    from . import tracking_library
-
     jobs = [
         lambda: [efficiency_section(data_dir, models_dir, fig_dir, quick=quick)],
-        lambda: tracking_library.tracking_sections(data_dir, models_dir, fig_dir, quick=quick),
+        lambda: tracking_sections(data_dir, models_dir, fig_dir, quick=quick),
         lambda: pid_sections(models_dir, fig_dir, quick=quick),
         lambda: [fidelity_section(data_dir, models_dir, quick=quick)],
     ]
@@ -711,7 +850,6 @@ def write_report(data_dir: Path, models_dir: Path, out_dir: Path, *, quick: bool
         sections += job()
     misses = [m for s in sections for m in s.misses]
     checks = sum(s.checks for s in sections)
-    from ..training.common import git_commit
 
     lines = [
         "# ufsim reference models: validation report",

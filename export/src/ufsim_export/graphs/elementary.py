@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from .onnx_builder import GraphBuilder
+from .builder import GraphBuilder
 
 V = TypeVar("V")
 

@@ -14,18 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from .convert.gbdt import gbdt_to_onnx
-from .convert.generator import generator_to_onnx
-from .graphs import build_graph_step
-from .models import ResidualGenerator
-from .repository import write_repository
-from .spec import PipelineSpec, StepSpec, default_spec_path, load_spec
-
-SPECIES = np.array([11, -11, 13, -13, 211, -211, 321, -321, 2212, -2212], dtype=np.int32)
+from ..convert.gbdt import gbdt_to_onnx
+from ..convert.generator import generator_to_onnx
+from ..models import ResidualGenerator
+from ..repository.gun import compute_features, gbdt_inputs, synthetic_particles
+from ..repository.writer import write_repository
+from ..spec import PipelineSpec, StepSpec, default_spec_path, load_spec
 
 # plausible (mean, spread) of each generator output column, for scaling random networks
 OUTPUT_SCALES: dict[str, list[tuple[float, float]]] = {
@@ -47,33 +44,6 @@ OUTPUT_SCALES: dict[str, list[tuple[float, float]]] = {
 }
 
 
-def synthetic_particles(n: int, seed: int) -> dict[str, np.ndarray]:
-    """Particles from a simple gun: species uniform, log10 p in [3, 5.5], eta in [1, 6]."""
-    rng = np.random.default_rng(seed)
-    p = 10 ** rng.uniform(3.0, 5.5, n)
-    eta = rng.uniform(1.0, 6.0, n)
-    phi = rng.uniform(-np.pi, np.pi, n)
-    pt = p / np.cosh(eta)
-    momentum = np.stack([pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)], axis=1)
-    origin = rng.normal([0.8, -0.2, 0.0], [0.05, 0.05, 40.0], (n, 3))
-    return {
-        "pid": rng.choice(SPECIES, n).reshape(n, 1).astype(np.int32),
-        "origin": origin.astype(np.float32),
-        "momentum": momentum.astype(np.float32),
-        "n_tracks": rng.uniform(10, 300, (n, 1)).astype(np.float32),
-    }
-
-
-def compute_features(spec: PipelineSpec, particles: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run the spec's ``features`` graph on particles (so toy labels see the served features)."""
-    step = spec.step("features")
-    session = ort.InferenceSession(
-        build_graph_step(spec, step).SerializeToString(), providers=["CPUExecutionProvider"]
-    )
-    outputs = session.run(None, {ref.name: particles[ref.name] for ref in step.inputs})
-    return {t.name: v for t, v in zip(step.outputs, outputs, strict=True)}
-
-
 def _labels(step: StepSpec, feats: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
     tf, pf = feats["tracking_features"], feats["pid_features"]
     if step.name == "acceptance":
@@ -85,21 +55,6 @@ def _labels(step: StepSpec, feats: dict[str, np.ndarray], rng: np.random.Generat
     if step.name == "is_muon":
         return ((pf[:, 5] > 0.5) & (pf[:, 0] + rng.normal(0, 0.1, len(pf)) > 3.5)).astype(int)
     raise KeyError(f"no toy labels for GBDT step {step.name!r}")
-
-
-def gbdt_inputs(step: StepSpec, feats: dict[str, np.ndarray]) -> np.ndarray:
-    """The feature matrix a GBDT step receives, from the ``features`` graph's outputs."""
-    parts = []
-    for ref in step.tensor_inputs:
-        x = feats[ref.name]
-        parts.append(x[:, list(ref.columns)] if ref.columns is not None else x)
-    return np.concatenate(parts, axis=1).astype(np.float32)
-
-
-def served_gbdt_rows(spec: PipelineSpec, n: int, seed: int) -> dict[str, np.ndarray]:
-    """GBDT step name -> the feature rows it receives in the ensemble, for ``n`` gun particles."""
-    feats = compute_features(spec, synthetic_particles(n, seed))
-    return {step.name: gbdt_inputs(step, feats) for step in spec.learnt_steps() if step.kind == "gbdt"}
 
 
 def _toy_generator(spec: PipelineSpec, step: StepSpec, seed: int) -> ResidualGenerator:
@@ -123,7 +78,7 @@ def train_toy_models(
     spec = spec or load_spec(default_spec_path())
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    feats = compute_features(spec, synthetic_particles(n, seed))
+    feats = compute_features(spec, synthetic_particles(n, seed, spec))
     rng = np.random.default_rng(seed)
     for i, step in enumerate(spec.learnt_steps()):
         if step.kind == "gbdt":

@@ -23,16 +23,22 @@ import numpy as np
 import onnx
 from onnx import version_converter
 
+from ..spec import RNG_KEY, PipelineSpec, StepSpec
 from . import elementary, rng
-from .onnx_builder import OPSET, GraphBuilder
-from .spec import RNG_KEY, PipelineSpec, StepSpec
+from .builder import OPSET, GraphBuilder
 
-SPECIES_PDG = {1: 11, 2: 13, 3: 211, 4: 321, 5: 2212}
-"""species code -> |PDG id|; code 0 means the particle is not simulated (and pz <= 0 likewise)."""
-TRACK_TYPES = (0, 3, 4, 5)
-"""Track types of the efficiency classes, in order: not reconstructed, long, upstream, downstream."""
-NOT_IN_ACCEPTANCE = -1
-LONG = 3
+HADRONS = ("pi", "K", "p")
+"""Species counted as hadrons (``mc_is_h``); e and mu are leptons (their negative charge has a + id)."""
+
+
+def species_pdg(spec: PipelineSpec) -> dict[int, int]:
+    """species code -> |PDG id|, from the spec; code 0 means not simulated (and pz <= 0 likewise)."""
+    return {code: s.pdg for code, s in enumerate(spec.species, start=1)}
+
+
+def _by_name(columns: tuple[str, ...], values: dict[str, str], b: GraphBuilder) -> str:
+    """Concatenate named columns in the order the spec declares them."""
+    return b.concat(*(values[c] for c in columns))
 
 
 def _inputs(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict[str, str]:
@@ -69,17 +75,21 @@ def _build_features(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict
     phi = elementary.atan2(math, py, px)
     # species flags from |pid|; particles going backwards (pz <= 0) are not simulated
     abs_pid = b.op("Abs", x["pid"])
-    flag = {code: b.op("Equal", abs_pid, b.const(pdg, np.int32)) for code, pdg in SPECIES_PDG.items()}
-    codes = [b.op("Mul", b.cast(flag[c], "INT32"), b.const(c, np.int32)) for c in SPECIES_PDG]
+    pdg = species_pdg(spec)
+    code = {s.name: c for c, s in enumerate(spec.species, start=1)}
+    flag = {c: b.op("Equal", abs_pid, b.const(pdg_id, np.int32)) for c, pdg_id in pdg.items()}
+    codes = [b.op("Mul", b.cast(flag[c], "INT32"), b.const(c, np.int32)) for c in pdg]
     species = codes[0]
     for c in codes[1:]:
         species = b.op("Add", species, c)
     species = b.where(forward, species, b.const(0, np.int32))
     fl = {c: b.cast(f, "FP32") for c, f in flag.items()}
-    is_h = b.op("Add", b.op("Add", fl[3], fl[4]), fl[5])
+    is_h = fl[code[HADRONS[0]]]
+    for name in HADRONS[1:]:
+        is_h = b.op("Add", is_h, fl[code[name]])
     # charge: e-/mu- have positive PDG ids; hadrons carry the sign of their id
     sign = b.op("Sign", b.cast(x["pid"], "FP32"))
-    lepton = b.op("Or", flag[1], flag[2])
+    lepton = b.op("Or", flag[code["e"]], flag[code["mu"]])
     charge = b.where(lepton, b.op("Neg", sign), sign)
     # straight line to the point closest to the beam axis: z = z0 - (tx x0 + ty y0) / (tx^2 + ty^2)
     slope2 = b.op("Add", sq(tx), sq(ty))
@@ -97,13 +107,28 @@ def _build_features(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict
     ctb_x = b.op("Add", x0, b.op("Mul", tx, dz))
     ctb_y = b.op("Add", y0, b.op("Mul", ty, dz))
     ctb_z = b.op("Add", z0, dz)
-    return {
-        "species": species,
-        "tracking_features": b.concat(x0, y0, z0, log10_p, tx, ty, eta, phi, fl[1], fl[2], is_h, charge),
-        "ctb_features": b.concat(ctb_x, ctb_y, ctb_z, tx, ty, log10_p, fl[1], fl[2], is_h),
-        "true_state": b.concat(ctb_x, ctb_y, ctb_z, tx, ty, p),
-        "pid_features": b.concat(log10_p, eta, x["n_tracks"], charge, fl[1], fl[2], fl[3], fl[4], fl[5]),
+    columns = {
+        "mc_x": x0,
+        "mc_y": y0,
+        "mc_z": z0,
+        "mc_log10_p": log10_p,
+        "mc_p": p,
+        "mc_tx": tx,
+        "mc_ty": ty,
+        "mc_eta": eta,
+        "mc_phi": phi,
+        "mc_is_e": fl[code["e"]],
+        "mc_is_mu": fl[code["mu"]],
+        "mc_is_h": is_h,
+        "mc_charge": charge,
+        "ctb_x": ctb_x,
+        "ctb_y": ctb_y,
+        "ctb_z": ctb_z,
+        "n_tracks": x["n_tracks"],
+        **{f"is_{name}": fl[c] for name, c in code.items()},
     }
+    features = {t.name: _by_name(t.columns, columns, b) for t in step.outputs if t.name != "species"}
+    return {"species": species, **features}
 
 
 def _build_track_sampling(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict[str, str]:
@@ -122,16 +147,22 @@ def _build_track_sampling(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -
         b.const([1], np.int64),
         keepdims=1,
     )
+    efficiency_classes = [spec.track_type(name) for name in spec.step("tracking_efficiency").classes]
     track_type = b.op(
         "Gather",
-        b.const(np.asarray(TRACK_TYPES, np.int32), np.int32),
+        b.const(np.asarray(efficiency_classes, np.int32), np.int32),
         b.op("Squeeze", klass, b.const([1], np.int64)),
     )
     track_type = b.op("Unsqueeze", track_type, b.const([1], np.int64))
     simulated = b.op("Greater", x["species"], b.const(0, np.int32))
     keep = b.op("And", simulated, in_acceptance)
-    track_type = b.where(keep, track_type, b.const(NOT_IN_ACCEPTANCE, np.int32))
-    flags = [b.cast(b.op("Equal", track_type, b.const(t, np.int32)), "FP32") for t in (3, 4, 5)]
+    track_type = b.where(keep, track_type, b.const(spec.track_type("outside_acceptance"), np.int32))
+    # resolution_conditions = ctb_features then one is_<track type> flag per reconstructed type
+    flag_columns = spec.tensor("resolution_conditions").columns[spec.tensor("ctb_features").width :]
+    flags = [
+        b.cast(b.op("Equal", track_type, b.const(spec.track_type(c.removeprefix("is_")), np.int32)), "FP32")
+        for c in flag_columns
+    ]
     return {"track_type": track_type, "resolution_conditions": b.concat(x["ctb_features"], *flags)}
 
 
@@ -140,7 +171,7 @@ def _build_pid_sampling(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> 
     assert step.stream is not None
     u = rng.uniforms_graph(b, x[RNG_KEY], step.stream, 1)
     passed = b.op("Less", u, b.col(x["is_muon_probability"], 1))
-    applies = b.op("Equal", x["track_type"], b.const(LONG, np.int32))
+    applies = b.op("Equal", x["track_type"], b.const(spec.track_type("long"), np.int32))
     sentinel = spec.tensor("is_muon").sentinel_values()
     assert sentinel is not None
     is_muon = b.where(applies, b.cast(passed, "INT32"), b.const(sentinel, np.int32))
@@ -181,12 +212,15 @@ def _build_assembly(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict
     rows, cols, slots = _covariance_indices()
     rho = b.cols(b.concat(ones, corr), slots)
     cov = b.op("Mul", rho, b.op("Mul", b.cols(sigma, rows), b.cols(sigma, cols)))
-    long_track = b.op("Equal", x["track_type"], b.const(LONG, np.int32))
+    long_track = b.op("Equal", x["track_type"], b.const(spec.track_type("long"), np.int32))
     muon = b.op("Equal", x["is_muon"], b.const(1, np.int32))
     # ProbNN are probabilities: clip them to [0, 1]; the DLL columns pass through
     gpid = x["global_pid_response"]
+    probnn = [c.startswith("ProbNN") for c in spec.tensor("global_pid_response").columns]
     gpid = b.op(
-        "Max", b.op("Min", gpid, b.const([np.inf] * 4 + [1.0] * 5)), b.const([-np.inf] * 4 + [0.0] * 5)
+        "Max",
+        b.op("Min", gpid, b.const([1.0 if p else np.inf for p in probnn])),
+        b.const([0.0 if p else -np.inf for p in probnn]),
     )
     return {
         "track_state": b.where(reco, state, sentinel("track_state")),

@@ -203,7 +203,7 @@ def verify_generator(
     min_rows: int = MIN_ROWS,
 ) -> VerificationReport:
     """Compare ``module(conditions, noise)`` (torch, FP32) with the ONNX ``output``; see the module doc."""
-    import torch
+    import torch  # deferred: only generators need torch; GBDT verification runs without it
 
     conditions = np.ascontiguousarray(conditions, dtype=np.float32)
     noise = np.ascontiguousarray(noise, dtype=np.float32)

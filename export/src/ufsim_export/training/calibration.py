@@ -33,7 +33,7 @@ Per track the chain is
    both thresholds, grows above threshold (photon counting, then angle), saturates, and shrinks at
    high momentum as the angles converge (Δθ ≈ (m_X² − m_π²)/(2 p² θ)), with occupancy (resolution
    and background) and at the η edges. Below the kaon threshold the K and p hypotheses predict the
-   same (no) light: ``RichDLLp ≈ RichDLLK``, as in real data.
+   same (no) light: ``RichDLLp ≈ RichDLLk``, as in real data.
 4. **isMuon** (:func:`_is_muon`): muon stations M2-M5 behind the calorimeters and iron; a muon
    reaches station s if its range (momentum with 8 % straggling) exceeds 2.5, 3.0, 4.5, 5.5 GeV
    (M2...M5) and each reached station fires with 99.7 % efficiency inside the muon-system
@@ -54,7 +54,7 @@ Per track the chain is
    ``MuonBgLL = ln P_bg(D²' < D²)`` (survival / cumulative of the reference shapes), each floored
    smoothly at −10: muons have MuonMuLL ≈ 0 and very negative MuonBgLL. Where isMuon = 0 both are
    the −1000 sentinel (``MUON_SENTINEL``).
-6. **Global PID** (:func:`_global_pid`): combined DLLs ``PIDK = RichDLLK``, ``PIDp = RichDLLp`` plus
+6. **Global PID** (:func:`_global_pid`): combined DLLs ``PIDK = RichDLLk``, ``PIDp = RichDLLp`` plus
    a small calorimeter term, ``PIDe = RichDLLe + calo_e`` (electron E/p and shower-shape term:
    N(+7, 2.5) for electrons in the ECAL acceptance, N(−3, 2) for hadrons, N(−4, 1) for muons as
    MIPs, all degraded by the latent quality), ``PIDmu = RichDLLmu + MuonMuLL − MuonBgLL`` for
@@ -82,8 +82,11 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
 
-SPECIES: tuple[str, ...] = ("e", "mu", "pi", "K", "p")
-"""Species names in the order of the one-hot columns."""
+from ..spec import default_spec_path, load_spec
+
+_SPEC = load_spec(default_spec_path())
+SPECIES: tuple[str, ...] = tuple(s.name for s in _SPEC.species)
+"""Species names in the order of the one-hot columns (the spec's ``species``)."""
 MASS_MEV: dict[str, float] = {
     "e": 0.51099895,
     "mu": 105.6583755,
@@ -91,33 +94,13 @@ MASS_MEV: dict[str, float] = {
     "K": 493.677,
     "p": 938.27208816,
 }
-PID_FEATURES: tuple[str, ...] = (
-    "mc_log10_p",
-    "mc_eta",
-    "n_tracks",
-    "mc_charge",
-    "is_e",
-    "is_mu",
-    "is_pi",
-    "is_K",
-    "is_p",
-)
+PID_FEATURES: tuple[str, ...] = _SPEC.tensor("pid_features").columns
 """Conditions of every PID model: the spec's ``pid_features`` columns, in order."""
-RICH_COLUMNS: tuple[str, ...] = ("RichDLLe", "RichDLLmu", "RichDLLK", "RichDLLp")
-MUON_COLUMNS: tuple[str, ...] = ("MuonMuLL", "MuonBgLL")
-GLOBAL_COLUMNS: tuple[str, ...] = (
-    "PIDe",
-    "PIDK",
-    "PIDp",
-    "PIDmu",
-    "ProbNNe",
-    "ProbNNpi",
-    "ProbNNk",
-    "ProbNNp",
-    "ProbNNmu",
-)
-PROBNN_COLUMNS: tuple[str, ...] = GLOBAL_COLUMNS[4:]
-MUON_SENTINEL = -1000.0
+RICH_COLUMNS: tuple[str, ...] = _SPEC.tensor("rich_response").columns
+MUON_COLUMNS: tuple[str, ...] = _SPEC.tensor("muon_response").columns
+GLOBAL_COLUMNS: tuple[str, ...] = _SPEC.tensor("global_pid_response").columns
+PROBNN_COLUMNS: tuple[str, ...] = tuple(c for c in GLOBAL_COLUMNS if c.startswith("ProbNN"))
+MUON_SENTINEL = float(np.asarray(_SPEC.tensor("muon_ll").sentinel))
 """MuonMuLL / MuonBgLL where isMuon == 0 (the spec's ``muon_ll`` sentinel)."""
 COLUMNS: tuple[str, ...] = (
     *PID_FEATURES,
@@ -228,7 +211,7 @@ def _cherenkov(p: np.ndarray, mass: float, radiator: Radiator) -> tuple[np.ndarr
 def _rich(
     rng: np.random.Generator, kin: dict[str, np.ndarray], true_mass: np.ndarray, quality: np.ndarray
 ) -> np.ndarray:
-    """RichDLLe, RichDLLmu, RichDLLK, RichDLLp (extended ring likelihoods, summed over radiators).
+    """RichDLLe, RichDLLmu, RichDLLk, RichDLLp (extended ring likelihoods, summed over radiators).
 
     Per radiator: signal photons ``n_s ~ Poisson(f(η) N0 y_true)``, background photons
     ``n_b ~ Poisson(B)`` with B ∝ occupancy, measured ring angle ``θ̂ ~ N(θ_true, σ/√n_s)``. For each

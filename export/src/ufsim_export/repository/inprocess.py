@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .spec import PipelineSpec, default_spec_path, load_spec
+from ..spec import PipelineSpec, default_spec_path, load_spec
 
 
 class InProcessPipeline:

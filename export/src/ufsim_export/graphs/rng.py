@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import elementary
-from .elementary import V
-from .onnx_builder import GraphBuilder
+from ufsim_client.keys import splitmix64
 
+from . import elementary
+from .builder import GraphBuilder
+from .elementary import V
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = 0xBF58476D1CE4E5B9
 _M2 = 0x94D049BB133111EB
 _SHIFTS = (30, 27, 31)
@@ -31,15 +34,9 @@ _U24 = 2.0**-24
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser on uint64 arrays (wrapping arithmetic)."""
-    x = np.asarray(x, dtype=np.uint64).copy()
+    """SplitMix64 finaliser on uint64 arrays: the client's ``splitmix64`` without its golden increment."""
     with np.errstate(over="ignore"):
-        x ^= x >> np.uint64(30)
-        x *= np.uint64(_M1)
-        x ^= x >> np.uint64(27)
-        x *= np.uint64(_M2)
-        x ^= x >> np.uint64(31)
-    return x
+        return splitmix64(np.asarray(x, dtype=np.uint64) - _GOLDEN)
 
 
 def counters(stream: int, count: int) -> np.ndarray:

@@ -1,0 +1,61 @@
+"""Gun particles and the feature rows the ensemble's GBDTs receive for them.
+
+Re-converted GBDTs (``gbdt_implementation``) are verified on these rows before a repository is
+written, so they live with the writer, not with the test stand-ins.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+from ..graphs.steps import build_graph_step
+from ..spec import PipelineSpec, StepSpec, default_spec_path, load_spec
+
+
+def gun_pdg_ids(spec: PipelineSpec) -> np.ndarray:
+    """PDG ids the gun shoots: each simulated species of the spec and its antiparticle."""
+    return np.array([sign * s.pdg for s in spec.species for sign in (1, -1)], dtype=np.int32)
+
+
+def synthetic_particles(n: int, seed: int, spec: PipelineSpec | None = None) -> dict[str, np.ndarray]:
+    """Particles from a simple gun: species uniform, log10 p in [3, 5.5], eta in [1, 6]."""
+    pdg_ids = gun_pdg_ids(spec or load_spec(default_spec_path()))
+    rng = np.random.default_rng(seed)
+    p = 10 ** rng.uniform(3.0, 5.5, n)
+    eta = rng.uniform(1.0, 6.0, n)
+    phi = rng.uniform(-np.pi, np.pi, n)
+    pt = p / np.cosh(eta)
+    momentum = np.stack([pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)], axis=1)
+    origin = rng.normal([0.8, -0.2, 0.0], [0.05, 0.05, 40.0], (n, 3))
+    return {
+        "pid": rng.choice(pdg_ids, n).reshape(n, 1).astype(np.int32),
+        "origin": origin.astype(np.float32),
+        "momentum": momentum.astype(np.float32),
+        "n_tracks": rng.uniform(10, 300, (n, 1)).astype(np.float32),
+    }
+
+
+def compute_features(spec: PipelineSpec, particles: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run the spec's ``features`` graph on particles (so toy labels see the served features)."""
+    step = spec.step("features")
+    session = ort.InferenceSession(
+        build_graph_step(spec, step).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    outputs = session.run(None, {ref.name: particles[ref.name] for ref in step.inputs})
+    return {t.name: v for t, v in zip(step.outputs, outputs, strict=True)}
+
+
+def gbdt_inputs(step: StepSpec, feats: dict[str, np.ndarray]) -> np.ndarray:
+    """The feature matrix a GBDT step receives, from the ``features`` graph's outputs."""
+    parts = []
+    for ref in step.tensor_inputs:
+        x = feats[ref.name]
+        parts.append(x[:, list(ref.columns)] if ref.columns is not None else x)
+    return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def served_gbdt_rows(spec: PipelineSpec, n: int, seed: int) -> dict[str, np.ndarray]:
+    """GBDT step name -> the feature rows it receives in the ensemble, for ``n`` gun particles."""
+    feats = compute_features(spec, synthetic_particles(n, seed, spec))
+    return {step.name: gbdt_inputs(step, feats) for step in spec.learnt_steps() if step.kind == "gbdt"}
