@@ -37,10 +37,12 @@ venv-ort119: $(VENV_ORT)/.stamp
 
 test: venv venv-ort119
 	$(BIN)/ruff check export client deploy/local tests benchmarks
+	$(BIN)/mypy -p ufsim_export -p ufsim_client -p ufsim_serve
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check export client deploy/local tests benchmarks
+	$(BIN)/mypy -p ufsim_export -p ufsim_client -p ufsim_serve
 
 configs: venv
 	$(BIN)/ufsim-export configs --out model_repository

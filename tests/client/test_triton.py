@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import threading
 import time
@@ -11,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
 from ufsim_client import (
     ContractError,
@@ -122,16 +125,31 @@ def test_fail_over_to_the_next_server(triton: Any) -> None:
     _assert_same(out, _run(particle_gun("n=20", seed=1, n_events=5), triton.grpc_url))
 
 
+QUEUE_DELAY_S = 3.0
+"""How long the first step of a ``held_triton`` holds every request in Triton's queue."""
+
+
 @pytest.fixture
-def fresh_triton(toy_repository: Path, tmp_path: Path) -> Iterator[Any]:
-    """A Triton of its own, for tests that may bring it down."""
+def held_triton(toy_repository: Path, tmp_path: Path) -> Iterator[Any]:
+    """A Triton of its own whose first step holds each request ``QUEUE_DELAY_S`` in its batch queue.
+
+    A client deadline shorter than that delay always expires while the request is inside the server,
+    however loaded the machine is (load only makes the request later still).
+    """
     serve = pytest.importorskip("ufsim_serve")
-    with serve.LocalTriton(toy_repository, log_path=tmp_path / "triton.log") as server:
+    repository = tmp_path / "model_repository"
+    shutil.copytree(toy_repository, repository)
+    config_path = repository / "features" / "config.pbtxt"
+    config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+    config.dynamic_batching.max_queue_delay_microseconds = int(QUEUE_DELAY_S * 1e6)
+    config_path.write_text(text_format.MessageToString(config))
+    with serve.LocalTriton(repository, log_path=tmp_path / "triton.log") as server:
         yield server
 
 
 def _expire_deadlines(url: str, writer: Any) -> ServerPool:
-    tiny = RetryPolicy(initial_backoff=0.01, max_backoff=0.05, total_timeout=2.0, request_timeout=1e-3)
+    deadline = QUEUE_DELAY_S / 10
+    tiny = RetryPolicy(initial_backoff=0.01, max_backoff=0.05, total_timeout=2.0, request_timeout=deadline)
     with ServerPool([url], retry=RetryPolicy()) as pool:
         pool.contract()
         pool.retry = tiny
@@ -141,22 +159,25 @@ def _expire_deadlines(url: str, writer: Any) -> ServerPool:
     return pool
 
 
-def test_deadline_exceeded_is_retried_then_reported(fresh_triton: Any, tmp_path: Path) -> None:
+def test_deadline_exceeded_is_retried_then_reported(held_triton: Any, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    pool = _expire_deadlines(fresh_triton.grpc_url, open_writer(out / "o.root"))
+    pool = _expire_deadlines(held_triton.grpc_url, open_writer(out / "o.root"))
     assert pool.retries > 0
     assert list(out.iterdir()) == []
 
 
-def test_client_deadline_does_not_crash_the_server(fresh_triton: Any) -> None:
-    """Cancelling in-flight requests crashes tritonserver 2.51 (server#7368); the client never cancels."""
+def test_client_deadline_does_not_crash_the_server(held_triton: Any) -> None:
+    """Cancelling in-flight requests crashes tritonserver 2.51 (server#7368); the client never cancels.
+
+    Every deadline here expires while its request waits inside the server (``held_triton``).
+    """
     for _ in range(3):
-        pool = _expire_deadlines(fresh_triton.grpc_url, MemoryWriter())
+        pool = _expire_deadlines(held_triton.grpc_url, MemoryWriter())
         assert pool.retries > 0
         time.sleep(0.5)
-        assert fresh_triton.running
-    assert len(_run(_gun_events(), fresh_triton.grpc_url, seed=5, batch_size=4096)["eventNumber"]) == 12 * 37
+        assert held_triton.running
+    assert len(_run(_gun_events(), held_triton.grpc_url, seed=5, batch_size=4096)["eventNumber"]) == 12 * 37
 
 
 def test_server_without_the_pipeline_is_a_contract_error(triton: Any) -> None:

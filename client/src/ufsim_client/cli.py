@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Iterator, Sequence
+from importlib import metadata
 from pathlib import Path
 
 from ufsim_client.errors import ContractError, InputError, ServerError, UfsimError
@@ -35,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log messages (-vv for debug)"
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {metadata.version('ufsim-client')}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     sim = commands.add_parser("simulate", help="simulate events on one or more servers and write an ntuple")

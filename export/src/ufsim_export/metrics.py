@@ -13,8 +13,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy.stats import wasserstein_distance
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
@@ -23,13 +25,13 @@ MIN_BIN_ROWS = 300
 """Bins with fewer reference rows are not scored (their W1 is dominated by sampling noise)."""
 
 
-def robust_sigma(x: np.ndarray) -> float:
+def robust_sigma(x: NDArray[Any]) -> float:
     """Interquartile range / 1.349 (= σ for a Gaussian), insensitive to tails."""
     q1, q3 = np.percentile(x, [25, 75])
     return float((q3 - q1) / 1.349)
 
 
-def w1_over_sigma(reference: np.ndarray, model: np.ndarray, *, sigma: float | None = None) -> float:
+def w1_over_sigma(reference: NDArray[Any], model: NDArray[Any], *, sigma: float | None = None) -> float:
     """W1(reference, model) / σ(reference) (or / ``sigma``); 0 when σ is 0 and the samples agree."""
     reference = np.asarray(reference, np.float64)
     model = np.asarray(model, np.float64)
@@ -44,10 +46,10 @@ def w1_over_sigma(reference: np.ndarray, model: np.ndarray, *, sigma: float | No
 class BinnedW1:
     """W1/σ per (p, η) bin: ``values[i, j]`` for p bin i and η bin j (NaN where too few rows)."""
 
-    p_edges: np.ndarray
-    eta_edges: np.ndarray
-    values: np.ndarray
-    counts: np.ndarray
+    p_edges: NDArray[Any]
+    eta_edges: NDArray[Any]
+    values: NDArray[Any]
+    counts: NDArray[Any]
 
     @property
     def worst(self) -> float:
@@ -56,12 +58,12 @@ class BinnedW1:
 
 
 def binned_w1_over_sigma(
-    reference: np.ndarray,
-    model: np.ndarray,
-    p: np.ndarray,
-    eta: np.ndarray,
-    p_edges: np.ndarray,
-    eta_edges: np.ndarray,
+    reference: NDArray[Any],
+    model: NDArray[Any],
+    p: NDArray[Any],
+    eta: NDArray[Any],
+    p_edges: NDArray[Any],
+    eta_edges: NDArray[Any],
     *,
     min_rows: int = MIN_BIN_ROWS,
 ) -> BinnedW1:
@@ -80,8 +82,8 @@ def binned_w1_over_sigma(
 
 
 def c2st_auc(
-    reference: np.ndarray,
-    model: np.ndarray,
+    reference: NDArray[Any],
+    model: NDArray[Any],
     *,
     seed: int = 0,
     max_iter: int = 200,
@@ -110,8 +112,8 @@ def c2st_auc(
 
 
 def binned_mean(
-    x: np.ndarray, values: np.ndarray, edges: np.ndarray, weights: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+    x: NDArray[Any], values: NDArray[Any], edges: NDArray[Any], weights: NDArray[Any] | None = None
+) -> tuple[NDArray[Any], NDArray[Any]]:
     """Weighted mean of ``values`` in bins of ``x`` and the summed weights per bin (NaN where empty)."""
     w = np.ones(len(x)) if weights is None else np.asarray(weights, np.float64)
     idx = np.digitize(x, edges[1:-1])
@@ -123,13 +125,13 @@ def binned_mean(
 
 
 def binned_mean_2d(
-    x: np.ndarray,
-    y: np.ndarray,
-    values: np.ndarray,
-    x_edges: np.ndarray,
-    y_edges: np.ndarray,
-    weights: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    x: NDArray[Any],
+    y: NDArray[Any],
+    values: NDArray[Any],
+    x_edges: NDArray[Any],
+    y_edges: NDArray[Any],
+    weights: NDArray[Any] | None = None,
+) -> tuple[NDArray[Any], NDArray[Any]]:
     """Weighted mean of ``values`` in (x, y) bins, and the summed weights (NaN where empty)."""
     w = np.ones(len(x)) if weights is None else np.asarray(weights, np.float64)
     ix = np.digitize(x, x_edges[1:-1])

@@ -6,6 +6,7 @@ tensor names, dtypes, shapes, units and sentinels, and for the order of the step
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Annotated, Any
 
 import numpy as np
 import yaml
+from numpy.typing import NDArray
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -61,7 +63,7 @@ class TensorSpec:
         """Number of values per particle."""
         return int(np.prod(self.dims))
 
-    def sentinel_values(self) -> np.ndarray | None:
+    def sentinel_values(self) -> NDArray[Any] | None:
         """The sentinel as one value per column, or None when the tensor has none."""
         if self.sentinel is None:
             return None
@@ -255,13 +257,14 @@ class _Pipeline(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> _Pipeline:
-        for what, values in (
+        declared: tuple[tuple[str, list[str] | list[int]], ...] = (
             ("species name", [s.name for s in self.species]),
             ("species pdg", [s.pdg for s in self.species]),
             ("track type name", [t.name for t in self.track_types]),
             ("track type code", [t.code for t in self.track_types]),
-        ):
-            twice = sorted({v for v in values if values.count(v) > 1}, key=str)
+        )
+        for what, values in declared:
+            twice = sorted((v for v, n in Counter[str | int](values).items() if n > 1), key=str)
             if twice:
                 raise ValueError(f"{what} declared more than once: {twice}")
         return self

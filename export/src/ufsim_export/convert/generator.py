@@ -8,8 +8,9 @@ particle, so the ensemble feeds noise computed from ``rng_key`` instead.
 
 from __future__ import annotations
 
-import io
+import tempfile
 import warnings
+from pathlib import Path
 
 import onnx
 import torch
@@ -47,7 +48,6 @@ def generator_to_onnx(
     )
     was_training = module.training
     module.eval()
-    buffer = io.BytesIO()
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -58,20 +58,22 @@ def generator_to_onnx(
                     f"{type(module).__name__}.forward(conditions, noise) must return one [N, n_out] tensor, "
                     f"got {shape} for N=3"
                 )
-            torch.onnx.export(
-                module,
-                sample,
-                buffer,
-                dynamo=False,
-                input_names=list(INPUT_NAMES),
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={name: {0: "N"} for name in (*INPUT_NAMES, OUTPUT_NAME)},
-                opset_version=opset,
-                do_constant_folding=True,
-            )
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "generator.onnx"
+                torch.onnx.export(
+                    module,
+                    sample,
+                    path,
+                    dynamo=False,
+                    input_names=list(INPUT_NAMES),
+                    output_names=[OUTPUT_NAME],
+                    dynamic_axes={name: {0: "N"} for name in (*INPUT_NAMES, OUTPUT_NAME)},
+                    opset_version=opset,
+                    do_constant_folding=True,
+                )
+                model = onnx.load(path)
     finally:
         module.train(was_training)
-    model = onnx.load_from_string(buffer.getvalue())
     inputs = tuple(i.name for i in model.graph.input)
     if inputs != INPUT_NAMES:
         raise GeneratorConversionError(

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+from numpy.typing import NDArray
 
 MAX_IR_VERSION = 10
 MAX_OPSET = {"": 21, "ai.onnx": 21, "ai.onnx.ml": 5}
@@ -97,7 +98,7 @@ def _session(onnx_model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(onnx_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _run_chunks(session: ort.InferenceSession, feeds: dict[str, np.ndarray], batch: int) -> np.ndarray:
+def _run_chunks(session: ort.InferenceSession, feeds: dict[str, NDArray[Any]], batch: int) -> NDArray[Any]:
     n = len(next(iter(feeds.values())))
     parts = [
         session.run(None, {k: v[start : start + batch] for k, v in feeds.items()})[0]
@@ -106,7 +107,7 @@ def _run_chunks(session: ort.InferenceSession, feeds: dict[str, np.ndarray], bat
     return np.concatenate(parts, axis=0)
 
 
-def _fmt(row: np.ndarray) -> str:
+def _fmt(row: NDArray[Any]) -> str:
     return np.array2string(np.asarray(row), precision=6, threshold=12, edgeitems=4, max_line_width=200)
 
 
@@ -115,9 +116,9 @@ def _compare(
     name: str,
     kind: str,
     session: ort.InferenceSession,
-    feeds: dict[str, np.ndarray],
-    expected: np.ndarray,
-    error: Callable[[np.ndarray], np.ndarray],
+    feeds: dict[str, NDArray[Any]],
+    expected: NDArray[Any],
+    error: Callable[[NDArray[Any]], NDArray[Any]],
     tolerance: float,
     batch_sizes: Sequence[int],
 ) -> VerificationReport:
@@ -159,7 +160,7 @@ def _check_rows(n: int, min_rows: int, name: str) -> None:
 def verify_classifier(
     model: Any,
     onnx_model: onnx.ModelProto,
-    X: np.ndarray,
+    X: NDArray[Any],
     *,
     atol: float = 1e-5,
     batch_sizes: Sequence[int] = (1, 2, 1000),
@@ -184,7 +185,7 @@ def verify_classifier(
     )
 
 
-def column_scale(y: np.ndarray) -> np.ndarray:
+def column_scale(y: NDArray[Any]) -> NDArray[Any]:
     """Natural scale of each output column: its spread, else its absolute mean, else 1."""
     spread = y.std(axis=0)
     mean = np.abs(y.mean(axis=0))
@@ -194,8 +195,8 @@ def column_scale(y: np.ndarray) -> np.ndarray:
 def verify_generator(
     module: Any,
     onnx_model: onnx.ModelProto,
-    conditions: np.ndarray,
-    noise: np.ndarray,
+    conditions: NDArray[Any],
+    noise: NDArray[Any],
     *,
     rtol: float = 1e-5,
     batch_sizes: Sequence[int] = (1, 2, 1000),

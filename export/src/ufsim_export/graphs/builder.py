@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import onnx
+from numpy.typing import NDArray
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 18
@@ -51,13 +53,15 @@ class GraphBuilder:
         self.nodes.append(helper.make_node("Identity", [value], [name], name=self._fresh("output")))
         self.outputs.append(helper.make_tensor_value_info(name, ONNX_TYPES[dtype], [BATCH, width]))
 
-    def const(self, value: np.ndarray | float | int, dtype: type[np.generic] = np.float32) -> str:
+    def const(
+        self, value: NDArray[Any] | float | Sequence[float], dtype: type[np.generic] = np.float32
+    ) -> str:
         """Add a constant tensor and return its name."""
         name = self._fresh("c")
         self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
-    def op(self, op_type: str, *inputs: str, **attrs: object) -> str:
+    def op(self, op_type: str, *inputs: str, **attrs: Any) -> str:
         """Add one node with a single output and return the output's name."""
         out = self._fresh(op_type.lower())
         self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=out, **attrs))
@@ -76,7 +80,7 @@ class GraphBuilder:
         """Column ``index`` of a [N, k] tensor, as [N, 1]."""
         return self.cols(x, [index])
 
-    def cols(self, x: str, indices: Sequence[int]) -> str:
+    def cols(self, x: str, indices: Sequence[int] | NDArray[np.integer[Any]]) -> str:
         """Columns of a [N, k] tensor, as [N, len(indices)]."""
         return self.op("Gather", x, self.const(np.asarray(indices, dtype=np.int64), np.int64), axis=1)
 

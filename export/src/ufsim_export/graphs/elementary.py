@@ -12,9 +12,10 @@ against :class:`Ops` and evaluated either by :class:`NumpyOps` (the reference) o
 from __future__ import annotations
 
 import math
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .builder import GraphBuilder
 
@@ -64,44 +65,48 @@ class Ops(Generic[V]):
         raise NotImplementedError
 
 
-class NumpyOps(Ops[np.ndarray]):
+Array = NDArray[Any]
+"""float32 values, or the booleans of ``less`` and ``equal``."""
+
+
+class NumpyOps(Ops[Array]):
     """float32 numpy evaluation (the reference)."""
 
-    def const(self, value: float) -> np.ndarray:
-        return np.float32(value)  # type: ignore[return-value]
+    def const(self, value: float) -> Array:
+        return np.asarray(value, dtype=np.float32)
 
-    def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def add(self, a: Array, b: Array) -> Array:
         return np.add(a, b, dtype=np.float32)
 
-    def sub(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def sub(self, a: Array, b: Array) -> Array:
         return np.subtract(a, b, dtype=np.float32)
 
-    def mul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def mul(self, a: Array, b: Array) -> Array:
         return np.multiply(a, b, dtype=np.float32)
 
-    def div(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def div(self, a: Array, b: Array) -> Array:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.divide(a, b, dtype=np.float32)
 
-    def floor(self, a: np.ndarray) -> np.ndarray:
+    def floor(self, a: Array) -> Array:
         return np.floor(a)
 
-    def abs(self, a: np.ndarray) -> np.ndarray:
+    def abs(self, a: Array) -> Array:
         return np.abs(a)
 
-    def max(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def max(self, a: Array, b: Array) -> Array:
         return np.maximum(a, b)
 
-    def min(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def min(self, a: Array, b: Array) -> Array:
         return np.minimum(a, b)
 
-    def less(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def less(self, a: Array, b: Array) -> Array:
         return np.less(a, b)
 
-    def equal(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def equal(self, a: Array, b: Array) -> Array:
         return np.equal(a, b)
 
-    def where(self, cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def where(self, cond: Array, a: Array, b: Array) -> Array:
         return np.where(cond, a, b).astype(np.float32)
 
 

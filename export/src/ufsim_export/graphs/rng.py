@@ -19,6 +19,7 @@ int64 (two's-complement wrap-around gives the same bits) between bit-preserving 
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ufsim_client.keys import splitmix64
 
@@ -33,19 +34,19 @@ _SHIFTS = (30, 27, 31)
 _U24 = 2.0**-24
 
 
-def mix64(x: np.ndarray) -> np.ndarray:
+def mix64(x: NDArray[np.uint64]) -> NDArray[np.uint64]:
     """SplitMix64 finaliser on uint64 arrays: the client's ``splitmix64`` without its golden increment."""
     with np.errstate(over="ignore"):
         return splitmix64(np.asarray(x, dtype=np.uint64) - _GOLDEN)
 
 
-def counters(stream: int, count: int) -> np.ndarray:
+def counters(stream: int, count: int) -> NDArray[np.uint64]:
     """The mixed per-draw counters of a stream, shape (1, count), uint64."""
     j = np.arange(count, dtype=np.uint64)
     return mix64((np.uint64(stream) << np.uint64(32)) | j).reshape(1, count)
 
 
-def uniforms(keys: np.ndarray, stream: int, count: int) -> np.ndarray:
+def uniforms(keys: NDArray[np.uint64], stream: int, count: int) -> NDArray[np.float32]:
     """Reference implementation: uniforms (N, count) in (0, 1), float32."""
     keys = np.asarray(keys, dtype=np.uint64).reshape(-1, 1)
     words = mix64(mix64(keys) ^ counters(stream, count))
@@ -54,7 +55,7 @@ def uniforms(keys: np.ndarray, stream: int, count: int) -> np.ndarray:
     )
 
 
-def normals(keys: np.ndarray, stream: int, dim: int) -> np.ndarray:
+def normals(keys: NDArray[np.uint64], stream: int, dim: int) -> NDArray[np.float32]:
     """Reference implementation: standard normals (N, dim), float32, by Box-Muller."""
     if dim % 2:
         raise ValueError(f"noise_dim must be even for Box-Muller, got {dim}")

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 import onnx
+from numpy.typing import NDArray
 from onnx import version_converter
 
 from ..spec import RNG_KEY, PipelineSpec, StepSpec
@@ -62,7 +63,10 @@ def _build_features(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict
     zero, one = b.const(0.0), b.const(1.0)
     px, py, pz = (b.col(x["momentum"], i) for i in range(3))
     x0, y0, z0 = (b.col(x["origin"], i) for i in range(3))
-    sq = lambda v: b.op("Mul", v, v)  # noqa: E731
+
+    def sq(v: str) -> str:
+        return b.op("Mul", v, v)
+
     math = elementary.GraphOps(b)
     pt = elementary.sqrt(math, b.op("Add", sq(px), sq(py)))
     p = elementary.sqrt(math, b.op("Add", b.op("Add", sq(px), sq(py)), sq(pz)))
@@ -178,7 +182,7 @@ def _build_pid_sampling(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> 
     return {"is_muon": is_muon, "is_muon_flag": b.cast(b.op("And", applies, passed), "FP32")}
 
 
-def _covariance_indices() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _covariance_indices() -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
     """For each upper-triangle entry (i <= j) of the 5x5 covariance: i, j and its correlation slot."""
     corr_order = [(0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3), (0, 4), (1, 4), (2, 4), (3, 4)]
     rows, cols, slots = [], [], []

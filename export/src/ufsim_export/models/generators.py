@@ -6,8 +6,11 @@ takes conditions in physical units and returns outputs in physical units.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import nn
 
 
@@ -16,6 +19,11 @@ class ResidualGenerator(nn.Module):
 
     Lamarr's tracking resolution generator is ``ResidualGenerator(12, 128, 9, width=128, n_residual=10)``.
     """
+
+    cond_mean: torch.Tensor
+    cond_scale: torch.Tensor
+    out_mean: torch.Tensor
+    out_scale: torch.Tensor
 
     def __init__(
         self,
@@ -39,7 +47,7 @@ class ResidualGenerator(nn.Module):
         self.register_buffer("out_scale", torch.ones(n_outputs))
 
     def set_normalisation(
-        self, conditions: np.ndarray, outputs: np.ndarray, *, min_scale: float = 1e-6
+        self, conditions: NDArray[Any], outputs: NDArray[Any], *, min_scale: float = 1e-6
     ) -> None:
         """Standardise conditions and outputs with the training sample's mean and spread."""
         for name, arr in (("cond", conditions), ("out", outputs)):
@@ -54,4 +62,5 @@ class ResidualGenerator(nn.Module):
         h = torch.tanh(self.inp(torch.cat([x, noise], dim=1)))
         for block in self.blocks:
             h = h + torch.tanh(block(h))
-        return self.out(h) * self.out_scale + self.out_mean
+        y: torch.Tensor = self.out(h) * self.out_scale + self.out_mean
+        return y

@@ -6,19 +6,22 @@ written, so they live with the writer, not with the test stand-ins.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnxruntime as ort
+from numpy.typing import NDArray
 
 from ..graphs.steps import build_graph_step
 from ..spec import PipelineSpec, StepSpec, default_spec_path, load_spec
 
 
-def gun_pdg_ids(spec: PipelineSpec) -> np.ndarray:
+def gun_pdg_ids(spec: PipelineSpec) -> NDArray[Any]:
     """PDG ids the gun shoots: each simulated species of the spec and its antiparticle."""
     return np.array([sign * s.pdg for s in spec.species for sign in (1, -1)], dtype=np.int32)
 
 
-def synthetic_particles(n: int, seed: int, spec: PipelineSpec | None = None) -> dict[str, np.ndarray]:
+def synthetic_particles(n: int, seed: int, spec: PipelineSpec | None = None) -> dict[str, NDArray[Any]]:
     """Particles from a simple gun: species uniform, log10 p in [3, 5.5], eta in [1, 6]."""
     pdg_ids = gun_pdg_ids(spec or load_spec(default_spec_path()))
     rng = np.random.default_rng(seed)
@@ -36,7 +39,7 @@ def synthetic_particles(n: int, seed: int, spec: PipelineSpec | None = None) -> 
     }
 
 
-def compute_features(spec: PipelineSpec, particles: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def compute_features(spec: PipelineSpec, particles: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
     """Run the spec's ``features`` graph on particles (so toy labels see the served features)."""
     step = spec.step("features")
     session = ort.InferenceSession(
@@ -46,16 +49,17 @@ def compute_features(spec: PipelineSpec, particles: dict[str, np.ndarray]) -> di
     return {t.name: v for t, v in zip(step.outputs, outputs, strict=True)}
 
 
-def gbdt_inputs(step: StepSpec, feats: dict[str, np.ndarray]) -> np.ndarray:
+def gbdt_inputs(step: StepSpec, feats: dict[str, NDArray[Any]]) -> NDArray[Any]:
     """The feature matrix a GBDT step receives, from the ``features`` graph's outputs."""
     parts = []
     for ref in step.tensor_inputs:
         x = feats[ref.name]
         parts.append(x[:, list(ref.columns)] if ref.columns is not None else x)
-    return np.concatenate(parts, axis=1).astype(np.float32)
+    rows: NDArray[np.float32] = np.concatenate(parts, axis=1).astype(np.float32)
+    return rows
 
 
-def served_gbdt_rows(spec: PipelineSpec, n: int, seed: int) -> dict[str, np.ndarray]:
+def served_gbdt_rows(spec: PipelineSpec, n: int, seed: int) -> dict[str, NDArray[Any]]:
     """GBDT step name -> the feature rows it receives in the ensemble, for ``n`` gun particles."""
     feats = compute_features(spec, synthetic_particles(n, seed, spec))
     return {step.name: gbdt_inputs(step, feats) for step in spec.learnt_steps() if step.kind == "gbdt"}

@@ -7,9 +7,10 @@ tests and the in-process side of the serving benchmarks.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import onnxruntime as ort
+from numpy.typing import NDArray
 
 from ..spec import PipelineSpec, default_spec_path, load_spec
 
@@ -31,7 +32,7 @@ class InProcessPipeline:
             for step in self.spec.steps
         }
 
-    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, inputs: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
         """Ensemble outputs for a batch of particles (inputs keyed by the ensemble's input names)."""
         tensors = dict(inputs)
         for step in self.spec.steps:

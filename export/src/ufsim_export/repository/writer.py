@@ -25,11 +25,12 @@ import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import onnx
 from google.protobuf import text_format
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+from numpy.typing import NDArray
 from tritonclient.grpc import model_config_pb2 as mc
 
 from ..graphs.builder import ONNX_TYPES
@@ -132,7 +133,7 @@ def build_step_model(
     models_dir: Path | None,
     *,
     gbdt_implementation: str | None = None,
-    gbdt_rows: dict[str, np.ndarray] | None = None,
+    gbdt_rows: dict[str, NDArray[Any]] | None = None,
 ) -> onnx.ModelProto:
     """The deployable ONNX model of one step: generated graph, or an adapted learnt model.
 
@@ -168,13 +169,13 @@ def check_gbdt_implementation(implementation: str | None) -> None:
         )
 
 
-def _served_gbdt_rows(spec: PipelineSpec) -> dict[str, np.ndarray]:
+def _served_gbdt_rows(spec: PipelineSpec) -> dict[str, NDArray[Any]]:
     """Realistic rows to verify re-converted GBDTs on: served features of 20,000 gun particles."""
     return served_gbdt_rows(spec, 20_000, seed=0)
 
 
 def reconvert_gbdt(
-    step: StepSpec, models_dir: Path, implementation: str, rows: np.ndarray
+    step: StepSpec, models_dir: Path, implementation: str, rows: NDArray[Any]
 ) -> onnx.ModelProto:
     """Convert the fitted ``<step>.pkl`` with ``implementation``, verified on ``rows``."""
     # deferred: the convert package imports torch (seconds), needed only to re-convert GBDTs

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import torch
+from numpy.typing import NDArray
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from ..convert.gbdt import gbdt_to_onnx
@@ -27,33 +29,33 @@ from ..spec import PipelineSpec, StepSpec, default_spec_path, load_spec
 # plausible (mean, spread) of each generator output column, for scaling random networks
 OUTPUT_SCALES: dict[str, list[tuple[float, float]]] = {
     "tracking_resolution": [
-        (0, 0.02),
-        (0, 0.02),
-        (0, 0.1),
-        (0, 1e-4),
-        (0, 1e-4),
-        (0, 50.0),
+        (0.0, 0.02),
+        (0.0, 0.02),
+        (0.0, 0.1),
+        (0.0, 1e-4),
+        (0.0, 1e-4),
+        (0.0, 50.0),
         (1.2, 0.3),
         (30.0, 5.0),
         (0.05, 0.02),
     ],
-    "tracking_covariance": [(-5, 0.3), (-5, 0.3), (-15, 0.3), (-15, 0.3), (-20, 0.3)] + [(0, 0.1)] * 10,
-    "rich": [(0, 10.0)] * 4,
+    "tracking_covariance": [(-5.0, 0.3)] * 2 + [(-15.0, 0.3)] * 2 + [(-20.0, 0.3)] + [(0.0, 0.1)] * 10,
+    "rich": [(0.0, 10.0)] * 4,
     "muon": [(-2.0, 1.0), (-5.0, 1.0)],
-    "global_pid": [(0, 10.0)] * 4 + [(0.2, 0.1)] * 5,
+    "global_pid": [(0.0, 10.0)] * 4 + [(0.2, 0.1)] * 5,
 }
 
 
-def _labels(step: StepSpec, feats: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+def _labels(step: StepSpec, feats: dict[str, NDArray[Any]], rng: np.random.Generator) -> NDArray[Any]:
     tf, pf = feats["tracking_features"], feats["pid_features"]
     if step.name == "acceptance":
         eta = tf[:, 6] + rng.normal(0, 0.2, len(tf))
-        return ((eta > 2.0) & (eta < 5.0)).astype(int)
+        return np.asarray((eta > 2.0) & (eta < 5.0), dtype=int)
     if step.name == "tracking_efficiency":
         score = tf[:, 3] + rng.normal(0, 0.5, len(tf))
-        return np.digitize(score, [3.3, 4.6, 5.0]).astype(int)
+        return np.asarray(np.digitize(score, [3.3, 4.6, 5.0]), dtype=int)
     if step.name == "is_muon":
-        return ((pf[:, 5] > 0.5) & (pf[:, 0] + rng.normal(0, 0.1, len(pf)) > 3.5)).astype(int)
+        return np.asarray((pf[:, 5] > 0.5) & (pf[:, 0] + rng.normal(0, 0.1, len(pf)) > 3.5), dtype=int)
     raise KeyError(f"no toy labels for GBDT step {step.name!r}")
 
 

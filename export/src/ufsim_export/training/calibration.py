@@ -77,9 +77,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 from scipy import optimize, special, stats
 
 from ..spec import default_spec_path, load_spec
@@ -136,7 +138,7 @@ class Radiator:
     def threshold_mev(self, mass: float) -> float:
         """Cherenkov threshold momentum m / sqrt(n² − 1)."""
         n = 1.0 + self.n_minus_1
-        return mass / np.sqrt(n * n - 1.0)
+        return float(mass / np.sqrt(n * n - 1.0))
 
 
 RICH1 = Radiator("RICH1 C4F10", 1.4e-3, 22.0, 1.6, 1.9, 4.4, 10.0)
@@ -164,19 +166,19 @@ BACKGROUND_SLOPE_PER_MEV = {"e": -2.0e-3, "mu": -3.0e-3, "pi": -8.0e-3, "K": -8.
 BACKGROUND_COMPOSITION = {"e": 0.05, "mu": 0.05, "pi": 0.65, "K": 0.15, "p": 0.10}
 
 
-def _smooth_box(x: np.ndarray, lo: float, hi: float, width: float = 0.08) -> np.ndarray:
+def _smooth_box(x: NDArray[Any], lo: float, hi: float, width: float = 0.08) -> NDArray[Any]:
     """Fraction of an acceptance lo < x < hi with soft edges of the given width."""
-    return special.expit((x - lo) / width) * special.expit((hi - x) / width)
+    return np.asarray(special.expit((x - lo) / width) * special.expit((hi - x) / width))
 
 
-def _species_index(species: np.ndarray) -> np.ndarray:
+def _species_index(species: NDArray[Any]) -> NDArray[Any]:
     lookup = {s: i for i, s in enumerate(SPECIES)}
     return np.array([lookup[s] for s in species], dtype=np.int64)
 
 
 def _kinematics(
-    rng: np.random.Generator, n: int, species: np.ndarray, *, soft: bool = False
-) -> dict[str, np.ndarray]:
+    rng: np.random.Generator, n: int, species: NDArray[Any], *, soft: bool = False
+) -> dict[str, NDArray[Any]]:
     """Momentum (MeV), η, occupancy and charge for ``n`` tracks; rejection sampling into the domain."""
     pt_scale = np.where(np.isin(species, ("mu", "p")), 750.0, 550.0)
     if soft:
@@ -197,7 +199,7 @@ def _kinematics(
     return {"p": p, "eta": eta, "n_tracks": n_tracks, "charge": charge}
 
 
-def _cherenkov(p: np.ndarray, mass: float, radiator: Radiator) -> tuple[np.ndarray, np.ndarray]:
+def _cherenkov(p: NDArray[Any], mass: float, radiator: Radiator) -> tuple[NDArray[Any], NDArray[Any]]:
     """Cherenkov angle (mrad, 0 below threshold) and sin²θ / sin²θ_max (photon-yield fraction)."""
     n = 1.0 + radiator.n_minus_1
     cos_theta = np.sqrt(p * p + mass * mass) / (n * p)
@@ -209,8 +211,8 @@ def _cherenkov(p: np.ndarray, mass: float, radiator: Radiator) -> tuple[np.ndarr
 
 
 def _rich(
-    rng: np.random.Generator, kin: dict[str, np.ndarray], true_mass: np.ndarray, quality: np.ndarray
-) -> np.ndarray:
+    rng: np.random.Generator, kin: dict[str, NDArray[Any]], true_mass: NDArray[Any], quality: NDArray[Any]
+) -> NDArray[Any]:
     """RichDLLe, RichDLLmu, RichDLLk, RichDLLp (extended ring likelihoods, summed over radiators).
 
     Per radiator: signal photons ``n_s ~ Poisson(f(η) N0 y_true)``, background photons
@@ -254,8 +256,8 @@ def _rich(
 
 
 def _is_muon(
-    rng: np.random.Generator, kin: dict[str, np.ndarray], species: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+    rng: np.random.Generator, kin: dict[str, NDArray[Any]], species: NDArray[Any]
+) -> tuple[NDArray[Any], NDArray[Any]]:
     """isMuon decision and the origin of the hits: 1 real/decay muon, 2 punch-through or random, 0 none."""
     p, eta, n_tracks = kin["p"], kin["eta"], kin["n_tracks"]
     n = p.size
@@ -289,8 +291,8 @@ def _is_muon(
 
 
 def _muon_ll(
-    rng: np.random.Generator, kin: dict[str, np.ndarray], origin: np.ndarray, quality: np.ndarray
-) -> np.ndarray:
+    rng: np.random.Generator, kin: dict[str, NDArray[Any]], origin: NDArray[Any], quality: NDArray[Any]
+) -> NDArray[Any]:
     """MuonMuLL and MuonBgLL from the hit-distance D²; sentinel where isMuon == 0."""
     n = origin.size
     p = kin["p"]
@@ -300,20 +302,20 @@ def _muon_ll(
     floor = np.exp(-10.0)
     mu_ll = np.log(stats.gamma.sf(d2, 3.0, scale=0.35) + floor)
     bg_ll = np.log(stats.gamma.cdf(d2, 2.0, scale=3.0) + floor)
-    out = np.stack([mu_ll, bg_ll], axis=1)
+    out: NDArray[np.float64] = np.stack([mu_ll, bg_ll], axis=1)
     out[origin == 0] = MUON_SENTINEL
     return out
 
 
 def _global_pid(
     rng: np.random.Generator,
-    kin: dict[str, np.ndarray],
-    species: np.ndarray,
-    rich: np.ndarray,
-    is_muon: np.ndarray,
-    muon: np.ndarray,
-    quality: np.ndarray,
-) -> np.ndarray:
+    kin: dict[str, NDArray[Any]],
+    species: NDArray[Any],
+    rich: NDArray[Any],
+    is_muon: NDArray[Any],
+    muon: NDArray[Any],
+    quality: NDArray[Any],
+) -> NDArray[Any]:
     """PIDe, PIDK, PIDp, PIDmu (combined DLLs) and ProbNN{e, pi, k, p, mu} (softmax, sums to 1)."""
     n = species.size
     eta = kin["eta"]
@@ -344,8 +346,8 @@ def _global_pid(
 
 
 def _simulate(
-    rng: np.random.Generator, true_species: np.ndarray, *, soft: bool = False
-) -> dict[str, np.ndarray]:
+    rng: np.random.Generator, true_species: NDArray[Any], *, soft: bool = False
+) -> dict[str, NDArray[Any]]:
     """Kinematics and every PID response for tracks of the given true species."""
     n = true_species.size
     kin = _kinematics(rng, n, true_species, soft=soft)
@@ -358,9 +360,9 @@ def _simulate(
     return {**kin, "isMuon": is_muon, "rich": rich, "muon": muon, "global": glob}
 
 
-def _frame(sim: dict[str, np.ndarray], label: np.ndarray) -> pd.DataFrame:
+def _frame(sim: dict[str, NDArray[Any]], label: NDArray[Any]) -> pd.DataFrame:
     one_hot = _species_index(label)[:, None] == np.arange(len(SPECIES))[None, :]
-    data: dict[str, np.ndarray] = {
+    data: dict[str, NDArray[Any]] = {
         "mc_log10_p": np.log10(sim["p"]),
         "mc_eta": sim["eta"],
         "n_tracks": sim["n_tracks"],
@@ -379,7 +381,7 @@ def _frame(sim: dict[str, np.ndarray], label: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-def _mass_pdfs(m: np.ndarray, species: str, mu: float, sigma: float, slope: float) -> np.ndarray:
+def _mass_pdfs(m: NDArray[Any], species: str, mu: float, sigma: float, slope: float) -> NDArray[Any]:
     """Normalised signal (Gaussian) and background (exponential) mass densities in the window."""
     _, _, lo, hi = CHANNELS[species]
     norm_s = stats.norm.cdf(hi, mu, sigma) - stats.norm.cdf(lo, mu, sigma)
@@ -391,7 +393,7 @@ def _mass_pdfs(m: np.ndarray, species: str, mu: float, sigma: float, slope: floa
     return np.stack([sig, bkg], axis=1)
 
 
-def fit_sweights(mass: np.ndarray, species: str) -> tuple[np.ndarray, dict[str, float]]:
+def fit_sweights(mass: NDArray[Any], species: str) -> tuple[NDArray[Any], dict[str, float]]:
     """Extended ML fit of the channel's mass (yields, peak, width, slope) and the sPlot signal weights.
 
     ``w_s(m) = Σ_j V_sj f_j(m) / Σ_k N_k f_k(m)`` with ``V⁻¹_ij = Σ_events f_i f_j / (Σ_k N_k f_k)²``
@@ -401,7 +403,7 @@ def fit_sweights(mass: np.ndarray, species: str) -> tuple[np.ndarray, dict[str, 
     peak, res, lo, hi = CHANNELS[species]
     n = float(mass.size)
 
-    def nll(par: np.ndarray) -> float:
+    def nll(par: NDArray[Any]) -> float:
         n_s, n_b, mu, log_sigma, slope = par
         if n_s < 0 or n_b < 0 or not lo < mu < hi or not -3.0 < log_sigma - np.log(res) < 3.0:
             return 1e30

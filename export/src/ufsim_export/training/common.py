@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+from numpy.typing import NDArray
 from scipy.special import ndtr
 from torch import nn
 from tqdm.auto import tqdm
@@ -120,8 +121,8 @@ def seed_everything(seed: int, *, threads: int = N_THREADS) -> np.random.Generat
 
 
 def event_split(
-    source: np.ndarray, event: np.ndarray, *, val_fraction: float = 0.2, seed: int = 0
-) -> np.ndarray:
+    source: NDArray[Any], event: NDArray[Any], *, val_fraction: float = 0.2, seed: int = 0
+) -> NDArray[Any]:
     """Boolean mask of validation rows: whole (source, event) groups, chosen by a seeded hash.
 
     Event -1 (the particle gun, one particle per "event") is split per row by its position instead.
@@ -148,13 +149,21 @@ class MonotonePiecewiseLinear(nn.Module):
     tails span 10^4 times the core). Columns with no knots pass through unchanged.
     """
 
-    def __init__(self, knots_x: list[np.ndarray | None], knots_y: list[np.ndarray | None]) -> None:
+    lo: torch.Tensor
+    hi: torch.Tensor
+    slope: torch.Tensor
+    mid: torch.Tensor
+    offset: torch.Tensor
+    base: torch.Tensor
+    mapped: torch.Tensor
+
+    def __init__(self, knots_x: list[NDArray[Any] | None], knots_y: list[NDArray[Any] | None]) -> None:
         super().__init__()
         if len(knots_x) != len(knots_y):
             raise ValueError("knots_x and knots_y need one entry per column")
         n_cols = len(knots_x)
         mapped = [i for i, k in enumerate(knots_x) if k is not None]
-        n_knots = max((len(knots_x[i]) for i in mapped), default=2)
+        n_knots = max((len(k) for k in knots_x if k is not None), default=2)
         lo = np.zeros((n_cols, n_knots - 1), np.float64)
         hi = np.zeros((n_cols, n_knots - 1), np.float64)
         slope = np.zeros((n_cols, n_knots - 1), np.float64)
@@ -189,8 +198,8 @@ class MonotonePiecewiseLinear(nn.Module):
 
 
 def quantile_knots(
-    values: np.ndarray, *, n_knots: int = 201, u_max: float = 5.0
-) -> tuple[np.ndarray, np.ndarray]:
+    values: NDArray[Any], *, n_knots: int = 201, u_max: float = 5.0
+) -> tuple[NDArray[Any], NDArray[Any]]:
     """Knots (x, u) of a quantile transform to N(0, 1): u evenly spaced in [-u_max, u_max], x the
     matching empirical quantiles; tied x merged (their mean u), so x is strictly increasing."""
     u = np.linspace(-u_max, u_max, n_knots)
@@ -229,14 +238,14 @@ class QuantileResidualGenerator(nn.Module):
         self.continuous = tuple(int(i) for i in continuous)
         self.n_knots = n_knots
         self.core = ResidualGenerator(n_conditions, noise_dim, n_outputs, width=width, n_residual=n_residual)
-        empty: list[np.ndarray | None] = [None] * n_conditions
+        empty: list[NDArray[Any] | None] = [None] * n_conditions
         self.cond_transform = MonotonePiecewiseLinear(empty, empty)
         self.out_transform = MonotonePiecewiseLinear([None] * n_outputs, [None] * n_outputs)
 
-    def fit_transforms(self, conditions: np.ndarray, outputs: np.ndarray) -> None:
+    def fit_transforms(self, conditions: NDArray[Any], outputs: NDArray[Any]) -> None:
         """Fit the quantile transforms (and the core's standardisation) on the training sample."""
-        cx: list[np.ndarray | None] = [None] * self.n_conditions
-        cu: list[np.ndarray | None] = [None] * self.n_conditions
+        cx: list[NDArray[Any] | None] = [None] * self.n_conditions
+        cu: list[NDArray[Any] | None] = [None] * self.n_conditions
         for i in self.continuous:
             cx[i], cu[i] = quantile_knots(conditions[:, i], n_knots=self.n_knots)
         knots = [quantile_knots(outputs[:, j], n_knots=self.n_knots) for j in range(self.n_outputs)]
@@ -247,23 +256,25 @@ class QuantileResidualGenerator(nn.Module):
         self._forward_out = [(np.asarray(x), np.asarray(u)) for x, u in zip(ox, ou, strict=True)]
         self.core.set_normalisation(self.core_conditions(conditions), self.gaussianise_outputs(outputs))
 
-    def gaussianise_outputs(self, outputs: np.ndarray) -> np.ndarray:
+    def gaussianise_outputs(self, outputs: NDArray[Any]) -> NDArray[Any]:
         """Physical outputs -> Gaussian space (the training targets of the core), float32."""
-        return np.stack(
+        gaussian: NDArray[np.float32] = np.stack(
             [np.interp(outputs[:, j], x, u) for j, (x, u) in enumerate(self._forward_out)], axis=1
         ).astype(np.float32)
+        return gaussian
 
-    def core_conditions(self, conditions: np.ndarray) -> np.ndarray:
+    def core_conditions(self, conditions: NDArray[Any]) -> NDArray[Any]:
         """Physical conditions -> the core's input space (quantile-transformed), float32; in chunks, as the
         piecewise-linear layer holds [rows, columns, knots] intermediates."""
         x = torch.as_tensor(np.asarray(conditions), dtype=torch.float32)
         with torch.no_grad():
             parts = [self.cond_transform(x[i : i + 16384]) for i in range(0, len(x), 16384)]
-        return torch.cat(parts).numpy() if parts else x.numpy()
+        return np.asarray(torch.cat(parts).numpy() if parts else x.numpy())
 
     def forward(self, conditions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Outputs in physical units for conditions in physical units and N(0, 1) noise."""
-        return self.out_transform(self.core(self.cond_transform(conditions), noise))
+        y: torch.Tensor = self.out_transform(self.core(self.cond_transform(conditions), noise))
+        return y
 
     def extra_state(self) -> dict[str, Any]:
         """Constructor arguments, for rebuilding the module from a state_dict."""
@@ -285,11 +296,11 @@ class FitHistory:
 
 def fit_deterministic(
     core: nn.Module,
-    conditions: np.ndarray,
-    noise: np.ndarray,
-    targets: np.ndarray,
+    conditions: NDArray[Any],
+    noise: NDArray[Any],
+    targets: NDArray[Any],
     *,
-    val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    val: tuple[NDArray[Any], NDArray[Any], NDArray[Any]] | None = None,
     epochs: int = 30,
     batch_size: int = 512,
     lr: float = 2e-3,
@@ -358,8 +369,8 @@ def fit_deterministic(
 
 def fit_energy(
     core: nn.Module,
-    conditions: np.ndarray,
-    targets: np.ndarray,
+    conditions: NDArray[Any],
+    targets: NDArray[Any],
     *,
     noise_dim: int,
     epochs: int = 2,
@@ -425,7 +436,7 @@ def save_generator(
     out_dir: Path,
     step: str,
     *,
-    conditions: np.ndarray,
+    conditions: NDArray[Any],
     noise_dim: int,
     manifest: dict[str, Any],
     seed: int = 0,
@@ -456,7 +467,8 @@ def save_generator(
 
 def _torch_bytes(module: nn.Module) -> bytes:
     buffer = io.BytesIO()
-    extra = module.extra_state() if hasattr(module, "extra_state") else {}
+    extra_state = getattr(module, "extra_state", None)
+    extra = extra_state() if callable(extra_state) else {}
     torch.save({"class": type(module).__name__, "kwargs": extra, "state_dict": module.state_dict()}, buffer)
     return buffer.getvalue()
 
@@ -466,7 +478,7 @@ def save_gbdt(
     out_dir: Path,
     step: str,
     *,
-    features: np.ndarray,
+    features: NDArray[Any],
     manifest: dict[str, Any],
     implementation: str = "perf_tree_trav",
 ) -> tuple[Path, VerificationReport]:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from numpy.typing import NDArray
 
 from .common import (
     N_THREADS,
@@ -62,7 +63,7 @@ QUICK_RESOLUTION = DistillConfig(width=32, n_residual=2, n_train=6_000, n_val=2_
 QUICK_COVARIANCE = DistillConfig(width=32, n_residual=2, n_train=6_000, n_val=2_000, epochs=1, n_knots=51)
 
 
-def student_inputs(step: str, labelled: LabelledSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def student_inputs(step: str, labelled: LabelledSet) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
     """(conditions in the spec's column order, the library's noise, the library's outputs) for ``step``."""
     if step == "tracking_resolution":
         return labelled.conditions, labelled.noise("resolution"), labelled.resolution
@@ -72,7 +73,7 @@ def student_inputs(step: str, labelled: LabelledSet) -> tuple[np.ndarray, np.nda
     raise ValueError(f"step {step!r}: expected tracking_resolution or tracking_covariance")
 
 
-def parity(model: np.ndarray, library: np.ndarray, names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+def parity(model: NDArray[Any], library: NDArray[Any], names: tuple[str, ...]) -> dict[str, dict[str, float]]:
     """Per-track agreement for the same conditions and noise: median and 99th percentile of |Δ|/σ per
     output, σ the library output's standard deviation."""
     sigma = np.maximum(np.std(library, axis=0), 1e-30)
@@ -91,7 +92,7 @@ def train_step(
     data_dir: Path,
     out_dir: Path,
     particles: pd.DataFrame,
-    validation_mask: np.ndarray,
+    validation_mask: NDArray[Any],
     cond_names: tuple[str, ...],
     out_names: tuple[str, ...],
     config: DistillConfig,

@@ -19,9 +19,11 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
 LIBRARY_GLOB = "library/*.so"
@@ -54,7 +56,7 @@ def library_path(data_dir: Path) -> Path:
     return found[0]
 
 
-def noise_chunk(seed: int, stream: int, chunk: int, rows: int) -> np.ndarray:
+def noise_chunk(seed: int, stream: int, chunk: int, rows: int) -> NDArray[Any]:
     """N(0, 1) noise of one chunk, float32 [rows, 128]: Philox keyed by (seed, stream, chunk), so any
     chunk is regenerated alone, in any process, bit for bit."""
     key = (int(seed) & 0xFFFFFFFF) << 32 | (int(stream) & 0xFFFF) << 16 | (int(chunk) & 0xFFFF)
@@ -62,7 +64,7 @@ def noise_chunk(seed: int, stream: int, chunk: int, rows: int) -> np.ndarray:
     return generator.standard_normal((rows, NOISE_DIM), dtype=np.float32)
 
 
-def noise_rows(seed: int, stream: int, n: int) -> np.ndarray:
+def noise_rows(seed: int, stream: int, n: int) -> NDArray[Any]:
     """The noise of rows [0, n) of a labelled set, float32 [n, 128] (concatenated chunks)."""
     if n >= CHUNK_ROWS * 0xFFFF:
         raise ValueError(f"n={n}: at most {CHUNK_ROWS * 0xFFFF - 1} rows per labelled set")
@@ -94,7 +96,7 @@ def _init_worker(path: str) -> None:
     _LIB = _load(path)
 
 
-def call_library(lib: ctypes.CDLL, kind: str, conditions: np.ndarray, noise: np.ndarray) -> np.ndarray:
+def call_library(lib: ctypes.CDLL, kind: str, conditions: NDArray[Any], noise: NDArray[Any]) -> NDArray[Any]:
     """The library's ``kind`` (resolution or covariance) for each row, one call per row, float32."""
     if kind not in N_OUTPUTS:
         raise ValueError(f"kind {kind!r}: expected one of {sorted(N_OUTPUTS)}")
@@ -115,15 +117,15 @@ def call_library(lib: ctypes.CDLL, kind: str, conditions: np.ndarray, noise: np.
     return out
 
 
-def _label_chunk(args: tuple[str, np.ndarray, int, int, int]) -> np.ndarray:
+def _label_chunk(args: tuple[str, NDArray[Any], int, int, int]) -> NDArray[Any]:
     kind, conditions, seed, stream, chunk = args
     assert _LIB is not None
     return call_library(_LIB, kind, conditions, noise_chunk(seed, stream, chunk, len(conditions)))
 
 
 def label(
-    data_dir: Path, kind: str, conditions: np.ndarray, *, seed: int, stream: int, workers: int = N_WORKERS
-) -> np.ndarray:
+    data_dir: Path, kind: str, conditions: NDArray[Any], *, seed: int, stream: int, workers: int = N_WORKERS
+) -> NDArray[Any]:
     """Library outputs for ``conditions`` (library order) with the noise of :func:`noise_rows`, computed in
     ``workers`` niced processes."""
     path = str(library_path(data_dir))
@@ -139,7 +141,7 @@ def label(
 
 
 # ------------------------------------------------------------------------------------------- conditions
-def closest_to_beam(origin: np.ndarray, tx: np.ndarray, ty: np.ndarray) -> np.ndarray:
+def closest_to_beam(origin: NDArray[Any], tx: NDArray[Any], ty: NDArray[Any]) -> NDArray[Any]:
     """Origin propagated on a straight line to the point closest to the beam axis (x, y, z), float64."""
     x0, y0, z0 = (np.asarray(origin[:, i], np.float64) for i in range(3))
     tx, ty = np.asarray(tx, np.float64), np.asarray(ty, np.float64)
@@ -148,7 +150,7 @@ def closest_to_beam(origin: np.ndarray, tx: np.ndarray, ty: np.ndarray) -> np.nd
     return np.stack([x0 + tx * (z - z0), y0 + ty * (z - z0), z], axis=1)
 
 
-def sample_track_conditions(particles: pd.DataFrame, n: int, rng: np.random.Generator) -> np.ndarray:
+def sample_track_conditions(particles: pd.DataFrame, n: int, rng: np.random.Generator) -> NDArray[Any]:
     """``n`` reconstructed-track resolution conditions (library order): particles drawn with probability
     P(acc) x P(reconstructed), track type from the library's class probabilities."""
     eff = particles[list(EFFICIENCY_COLUMNS)].to_numpy(np.float64)
@@ -167,7 +169,9 @@ def sample_track_conditions(particles: pd.DataFrame, n: int, rng: np.random.Gene
     return np.column_stack([cont, flags, types]).astype(np.float32)
 
 
-def covariance_conditions(resolution_conditions: np.ndarray, resolution_outputs: np.ndarray) -> np.ndarray:
+def covariance_conditions(
+    resolution_conditions: NDArray[Any], resolution_outputs: NDArray[Any]
+) -> NDArray[Any]:
     """The library's 15 covariance conditions: 6 continuous, chi2PerDoF, nDoF_f, ghostProb, 6 flags."""
     return np.column_stack(
         [resolution_conditions[:, :6], resolution_outputs[:, 6:9], resolution_conditions[:, 6:]]
@@ -179,20 +183,20 @@ def covariance_conditions(resolution_conditions: np.ndarray, resolution_outputs:
 class LabelledSet:
     """Reconstructed tracks with library labels; the noise is regenerated with :meth:`noise`."""
 
-    conditions: np.ndarray
-    resolution: np.ndarray
-    covariance: np.ndarray
+    conditions: NDArray[Any]
+    resolution: NDArray[Any]
+    covariance: NDArray[Any]
     seed: int
 
     def __len__(self) -> int:
         return len(self.conditions)
 
-    def noise(self, kind: str) -> np.ndarray:
+    def noise(self, kind: str) -> NDArray[Any]:
         """The N(0, 1) noise the library got for ``kind`` (resolution or covariance), float32 [N, 128]."""
         stream = {"resolution": RESOLUTION_STREAM, "covariance": COVARIANCE_STREAM}[kind]
         return noise_rows(self.seed, stream, len(self))
 
-    def covariance_conditions(self) -> np.ndarray:
+    def covariance_conditions(self) -> NDArray[Any]:
         """The library-order covariance conditions of these tracks."""
         return covariance_conditions(self.conditions, self.resolution)
 

@@ -45,6 +45,7 @@ from .common import (
     seed_everything,
     sha256_files,
 )
+from .library import library_path
 
 ACCEPTANCE_FILE = "train_acceptance_efficiency.parquet"
 RESOLUTION_FILE = "train_resolution_covariance.parquet"
@@ -404,5 +405,5 @@ def _train_from_library(
     particles, val = load_particles(data_dir, seed=0)
     return distill.train_step(
         step, data_dir, out_dir, particles, val, cond_cols, out_cols, config, seed=seed,
-        data_sha=sha256_files([data_dir / ACCEPTANCE_FILE, distill.library_path(data_dir)]),
+        data_sha=sha256_files([data_dir / ACCEPTANCE_FILE, library_path(data_dir)]),
     )  # fmt: skip

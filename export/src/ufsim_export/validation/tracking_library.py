@@ -17,10 +17,12 @@ library with a noise seed no training uses (:data:`REPORT_SEED`). Four views:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import torch
+from numpy.typing import NDArray
 
 from ..training.common import load_generator
 from ..training.distill import student_inputs
@@ -46,16 +48,16 @@ def held_out_tracks(data_dir: Path, n: int) -> LabelledSet:
     return labelled_set(data_dir, particles[val].reset_index(drop=True), n, seed=REPORT_SEED)
 
 
-def served_ndof(ndof_f: np.ndarray) -> np.ndarray:
+def served_ndof(ndof_f: NDArray[Any]) -> NDArray[Any]:
     """The ensemble's integer nDoF from the generator's nDoF_f (``graphs._build_assembly``)."""
-    return np.maximum(np.floor(ndof_f), 1.0)
+    return np.asarray(np.maximum(np.floor(ndof_f), 1.0))
 
 
-def fresh_noise(n: int, seed: int) -> np.ndarray:
+def fresh_noise(n: int, seed: int) -> NDArray[Any]:
     return np.random.default_rng(seed).standard_normal((n, 128)).astype(np.float32)
 
 
-def tail_aware_error(expected: np.ndarray, got: np.ndarray) -> float:
+def tail_aware_error(expected: NDArray[Any], got: NDArray[Any]) -> float:
     """max |got - expected| / max(|expected|, 10 σ_column): <= 1e-5 means 1e-5 relative, or 1e-4 σ."""
     expected = np.asarray(expected, np.float64)
     sigma = np.maximum(expected.std(axis=0), 1e-30)
