@@ -10,9 +10,9 @@
   used, without abandoning the rest).
 - ``tracking_resolution`` and ``tracking_covariance``: Lamarr's generator architecture with its
   quantile preprocessing built in (:class:`~.common.QuantileResidualGenerator`), fitted to the
-  deterministic map (conditions, library noise) -> library outputs; the noise of every label is
-  regenerated bit for bit with the data's ``noise.py``. The covariance generator is conditioned on
-  the library's own track-quality outputs (chi2PerDoF, nDoF_f, ghostProb) of the same track.
+  library's own deterministic map (conditions, noise) -> outputs on tracks labelled by the library
+  itself (:mod:`.library`, :mod:`.distill`). The covariance generator is conditioned on the library's
+  own track-quality outputs (chi2PerDoF, nDoF_f, ghostProb) of the same track.
 
 A validation split of whole events (20 %, :func:`~.common.event_split`) is never trained on; the
 manifests carry metrics measured on it.
@@ -177,8 +177,11 @@ def _subsample(n: int, max_rows: int | None, rng: np.random.Generator) -> np.nda
 def soft_label_rows(
     X: np.ndarray, probabilities: np.ndarray, weights: np.ndarray | None = None, *, min_weight: float = 1e-6
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each row once per class with weight p_class (x the row weight): the weighted log-loss of these rows
-    is the cross-entropy to the soft labels. Rows below ``min_weight`` are dropped (no contribution)."""
+    """Each row once per class with weight p_class (x the row weight), for training on soft labels.
+
+    The weighted log-loss of these rows is the cross-entropy to the soft labels. Rows below
+    ``min_weight`` are dropped (no contribution).
+    """
     n, k = probabilities.shape
     w = probabilities * (1.0 if weights is None else weights[:, None])
     Xr = np.repeat(X, k, axis=0)
@@ -267,9 +270,12 @@ def train(
     order: tuple[str, ...] = (),
     steps: tuple[str, ...] = STEPS,
 ) -> list[Path]:
-    """Train the four tracking models from ``data_dir`` and write ``<step>.onnx/.json`` (+ originals) to
-    ``out_dir``. ``quick``: tiny subsample, tiny networks, one epoch (tests). ``order``: train these steps
-    first (the models do not depend on each other; each step seeds itself). ``steps``: only these."""
+    """Train the four tracking models from ``data_dir`` and write their artifacts to ``out_dir``.
+
+    Writes ``<step>.onnx/.json`` (+ originals). ``quick``: tiny subsample, tiny networks, one epoch
+    (tests). ``order``: train these steps first (the models do not depend on each other; each step
+    seeds itself). ``steps``: train only these.
+    """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     config = QUICK if quick else FULL
     cols = Columns.from_spec()

@@ -199,8 +199,11 @@ def plot_efficiency_curves(
     *,
     title: str,
 ) -> None:
-    """Efficiency curves: one column per quantity, rows = (vs log10 p, vs η); model vs reference and the
-    difference. ``curves[name] = (centres_p, (ref, model) vs p stacked, centres_eta, ... vs eta)``."""
+    """Efficiency curves, model vs reference and their difference: one column per quantity.
+
+    Rows are (vs log10 p, vs η); ``curves[name] = (centres_p, (ref, model) vs p stacked, centres_eta,
+    ... vs eta)``.
+    """
     plt = _plt()
     names = list(curves)
     fig, axes = plt.subplots(
