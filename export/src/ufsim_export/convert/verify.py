@@ -64,8 +64,10 @@ class VerificationReport:
 
 
 def check_production_compat(onnx_model: onnx.ModelProto) -> None:
-    """Raise :class:`CompatibilityError` unless IR <= 10, opset <= 21, ai.onnx.ml <= 5, no other domains,
-    and every node has a unique name."""
+    """Raise :class:`CompatibilityError` unless ONNX Runtime 1.19.2 loads the model as it is.
+
+    That is: IR <= 10, opset <= 21, ai.onnx.ml <= 5, no other domains, and unique node names.
+    """
     problems = []
     if onnx_model.ir_version > MAX_IR_VERSION:
         problems.append(f"IR version {onnx_model.ir_version} > {MAX_IR_VERSION}")

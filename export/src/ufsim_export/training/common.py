@@ -200,8 +200,11 @@ class MonotonePiecewiseLinear(nn.Module):
 def quantile_knots(
     values: NDArray[Any], *, n_knots: int = 201, u_max: float = 5.0
 ) -> tuple[NDArray[Any], NDArray[Any]]:
-    """Knots (x, u) of a quantile transform to N(0, 1): u evenly spaced in [-u_max, u_max], x the
-    matching empirical quantiles; tied x merged (their mean u), so x is strictly increasing."""
+    """Knots (x, u) of a quantile transform to N(0, 1).
+
+    u is evenly spaced in [-u_max, u_max], x the matching empirical quantiles; tied x are merged
+    (their mean u), so x is strictly increasing.
+    """
     u = np.linspace(-u_max, u_max, n_knots)
     levels = ndtr(u)
     x = np.quantile(np.asarray(values, np.float64), levels)
@@ -214,9 +217,11 @@ def quantile_knots(
 
 
 class QuantileResidualGenerator(nn.Module):
-    """Lamarr's generator with its preprocessing inside: quantile-transform the continuous conditions,
-    run the residual tanh MLP (:class:`ResidualGenerator`) in Gaussianised output space, and map the
-    result back through each output's inverse quantile transform (monotone piecewise-linear).
+    """Lamarr's generator with its preprocessing inside, so the exported ONNX speaks physical units.
+
+    It quantile-transforms the continuous conditions, runs the residual tanh MLP
+    (:class:`ResidualGenerator`) in Gaussianised output space, and maps the result back through each
+    output's inverse quantile transform (monotone piecewise-linear).
 
     Lamarr trains its generators on QuantileTransformer(normal) inputs and outputs (lamarr-reference
     §1.1); keeping the transforms in the module makes the exported ONNX take and return physical units.
@@ -264,8 +269,10 @@ class QuantileResidualGenerator(nn.Module):
         return gaussian
 
     def core_conditions(self, conditions: NDArray[Any]) -> NDArray[Any]:
-        """Physical conditions -> the core's input space (quantile-transformed), float32; in chunks, as the
-        piecewise-linear layer holds [rows, columns, knots] intermediates."""
+        """Physical conditions -> the core's input space (quantile-transformed), float32.
+
+        In chunks: the piecewise-linear layer holds [rows, columns, knots] intermediates.
+        """
         x = torch.as_tensor(np.asarray(conditions), dtype=torch.float32)
         with torch.no_grad():
             parts = [self.cond_transform(x[i : i + 16384]) for i in range(0, len(x), 16384)]
@@ -379,8 +386,9 @@ def fit_energy(
     seed: int = 0,
     desc: str = "energy",
 ) -> FitHistory:
-    """Fine-tune ``core`` with the energy score, a proper scoring rule for the joint conditional
-    distribution: E|G(x, z) - y| - 0.5 E|G(x, z) - G(x, z')| on standardised outputs, fresh N(0, 1) noise.
+    """Fine-tune ``core`` with the energy score, a proper scoring rule for the joint distribution.
+
+    The score is E|G(x, z) - y| - 0.5 E|G(x, z) - G(x, z')| on standardised outputs, fresh N(0, 1) noise.
 
     After a deterministic fit the residual approximation error shrinks the spread a little (regression
     to the mean); the energy score restores it without a discriminator.
@@ -442,8 +450,11 @@ def save_generator(
     seed: int = 0,
     rtol: float = 1e-5,
 ) -> tuple[Path, VerificationReport]:
-    """Convert with ``generator_to_onnx``, verify on ``conditions`` (>= 10k rows) with fresh N(0, 1) noise
-    to ``rtol``, write ``<step>.onnx``, ``<step>.pt`` (state_dict, when < 5 MB) and ``<step>.json``."""
+    """Convert with ``generator_to_onnx``, verify to ``rtol``, and write the step's artifacts.
+
+    Verified on ``conditions`` (>= 10k rows) with fresh N(0, 1) noise; writes ``<step>.onnx``,
+    ``<step>.pt`` (state_dict, when < 5 MB) and ``<step>.json``.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     module.eval()
     n_conditions = conditions.shape[1]
@@ -482,8 +493,11 @@ def save_gbdt(
     manifest: dict[str, Any],
     implementation: str = "perf_tree_trav",
 ) -> tuple[Path, VerificationReport]:
-    """Convert with ``gbdt_to_onnx`` (Hummingbird), verify on ``features`` (>= 10k rows), write
-    ``<step>.onnx``, ``<step>.pkl`` (when < 5 MB) and ``<step>.json``."""
+    """Convert with ``gbdt_to_onnx`` (Hummingbird), verify, and write the step's artifacts.
+
+    Verified on ``features`` (>= 10k rows); writes ``<step>.onnx``, ``<step>.pkl`` (when < 5 MB) and
+    ``<step>.json``.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     features = np.ascontiguousarray(features, dtype=np.float32)
     with warnings.catch_warnings():

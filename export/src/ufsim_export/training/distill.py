@@ -74,8 +74,10 @@ def student_inputs(step: str, labelled: LabelledSet) -> tuple[NDArray[Any], NDAr
 
 
 def parity(model: NDArray[Any], library: NDArray[Any], names: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """Per-track agreement for the same conditions and noise: median and 99th percentile of |Δ|/σ per
-    output, σ the library output's standard deviation."""
+    """Per-track agreement for the same conditions and noise: median and 99th percentile of |Δ|/σ.
+
+    Per output; σ is the library output's standard deviation.
+    """
     sigma = np.maximum(np.std(library, axis=0), 1e-30)
     rel = np.abs(model - library) / sigma
     return {
@@ -102,8 +104,10 @@ def train_step(
     cache_dir: Path | None = DEFAULT_CACHE,
     threads: int = N_THREADS,
 ) -> Path:
-    """Label (or reuse the cached labels), fit the student on ``threads`` torch threads, verify and write
-    ``<step>.onnx/.pt/.json``."""
+    """Label (or reuse the cached labels), fit the student, verify and write ``<step>.onnx/.pt/.json``.
+
+    The fit runs on ``threads`` torch threads.
+    """
     start = time.perf_counter()
     seed_everything(seed, threads=threads)
     train_particles = particles[~validation_mask].reset_index(drop=True)

@@ -57,8 +57,10 @@ def library_path(data_dir: Path) -> Path:
 
 
 def noise_chunk(seed: int, stream: int, chunk: int, rows: int) -> NDArray[Any]:
-    """N(0, 1) noise of one chunk, float32 [rows, 128]: Philox keyed by (seed, stream, chunk), so any
-    chunk is regenerated alone, in any process, bit for bit."""
+    """N(0, 1) noise of one chunk, float32 [rows, 128].
+
+    Philox keyed by (seed, stream, chunk), so any chunk is regenerated alone, in any process, bit for bit.
+    """
     key = (int(seed) & 0xFFFFFFFF) << 32 | (int(stream) & 0xFFFF) << 16 | (int(chunk) & 0xFFFF)
     generator = np.random.Generator(np.random.Philox(key=key))
     return generator.standard_normal((rows, NOISE_DIM), dtype=np.float32)
@@ -126,8 +128,10 @@ def _label_chunk(args: tuple[str, NDArray[Any], int, int, int]) -> NDArray[Any]:
 def label(
     data_dir: Path, kind: str, conditions: NDArray[Any], *, seed: int, stream: int, workers: int = N_WORKERS
 ) -> NDArray[Any]:
-    """Library outputs for ``conditions`` (library order) with the noise of :func:`noise_rows`, computed in
-    ``workers`` niced processes."""
+    """Library outputs for ``conditions`` (library order) with the noise of :func:`noise_rows`.
+
+    Computed in ``workers`` niced processes.
+    """
     path = str(library_path(data_dir))
     tasks = [
         (kind, conditions[c * CHUNK_ROWS : (c + 1) * CHUNK_ROWS], seed, stream, c)
@@ -151,8 +155,11 @@ def closest_to_beam(origin: NDArray[Any], tx: NDArray[Any], ty: NDArray[Any]) ->
 
 
 def sample_track_conditions(particles: pd.DataFrame, n: int, rng: np.random.Generator) -> NDArray[Any]:
-    """``n`` reconstructed-track resolution conditions (library order): particles drawn with probability
-    P(acc) x P(reconstructed), track type from the library's class probabilities."""
+    """``n`` reconstructed-track resolution conditions, in the library's order.
+
+    Particles are drawn with probability P(acc) x P(reconstructed), the track type from the library's
+    class probabilities.
+    """
     eff = particles[list(EFFICIENCY_COLUMNS)].to_numpy(np.float64)
     weight = particles["acceptance"].to_numpy(np.float64) * eff.sum(axis=1)
     if not np.any(weight > 0):

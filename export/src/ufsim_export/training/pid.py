@@ -379,10 +379,12 @@ def global_conditions(frame: pd.DataFrame) -> np.ndarray:
 
 
 def global_targets(frame: pd.DataFrame) -> np.ndarray:
-    """Training targets of the global PID's inner generator: PIDe, PIDK, PIDp, PIDmu minus the matching
-    RICH DLL (RichDLLe, RichDLLK, RichDLLp, RichDLLmu) and the centred
-    log-probabilities ``ln ProbNN_k − mean_j ln ProbNN_j`` (ProbNN floored at PROBNN_FLOOR), which the
-    softmax of :class:`MaskedGlobalPID` maps back to the ProbNNs."""
+    """Training targets of the global PID's inner generator.
+
+    PIDe, PIDK, PIDp, PIDmu minus the matching RICH DLL (RichDLLe, RichDLLk, RichDLLp, RichDLLmu),
+    and the centred log-probabilities ``ln ProbNN_k − mean_j ln ProbNN_j`` (ProbNN floored at
+    PROBNN_FLOOR), which the softmax of :class:`MaskedGlobalPID` maps back to the ProbNNs.
+    """
     dll = frame[list(GLOBAL_COLUMNS[:PROBNN_START])].to_numpy(np.float64)
     dll = dll - frame[[GLOBAL_INPUTS[i] for i in RICH_FOR_PID]].to_numpy(np.float64)
     log_p = np.log(np.maximum(frame[list(GLOBAL_COLUMNS[PROBNN_START:])].to_numpy(np.float64), PROBNN_FLOOR))
@@ -461,9 +463,11 @@ def train_generator_step(step: str, out_dir: Path, *, seed: int, quick: bool) ->
 
 def weighted_training_check(*, seed: int = 0, quick: bool = True, species: str = "K",
                             background_fraction: float = 0.4) -> dict[str, float]:  # fmt: skip
-    """Show that sWeighted training removes a subtracted background: train the RICH generator on a
-    background-contaminated ``species`` sample with and without its sWeights; return W1/σ of each
-    RICH DLL against a pure-signal sample (generated on that sample's conditions).
+    """Show that sWeighted training removes a subtracted background.
+
+    Trains the RICH generator on a background-contaminated ``species`` sample with and without its
+    sWeights; returns W1/σ of each RICH DLL against a pure-signal sample (generated on that sample's
+    conditions).
 
     Background probes are mostly pions labelled as ``species``; without weights the model learns the
     mixture, with sWeights the signal.

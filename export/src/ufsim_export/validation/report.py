@@ -261,7 +261,6 @@ def _edges_text() -> str:
 
 def efficiency_section(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick: bool) -> Section:
     """Acceptance and track-type efficiencies of the ONNX GBDTs vs the library, validation particles."""
-
     sec = Section("Acceptance and tracking efficiency (GBDTs)")
     acc_path, eff_path = models_dir / "acceptance.onnx", models_dir / "tracking_efficiency.onnx"
     if not (acc_path.exists() and eff_path.exists()):
@@ -738,7 +737,6 @@ def _is_muon_section(
 # ------------------------------------------------------------------------------------------- fidelity
 def fidelity_section(data_dir: Path, models_dir: Path, *, quick: bool) -> Section:
     """ONNX vs original: recomputed where the original is committed, else from the manifest."""
-
     sec = Section("Conversion fidelity (ONNX vs original)")
     sec.lines += [
         "| model | original | metric | max error (batch sizes) | source |",

@@ -1,5 +1,6 @@
-"""Tracking generators against the Lamarr library itself, on tracks no model was trained on (the
-report's tracking sections, ``report.tracking_sections``, rest on these).
+"""Tracking generators against the Lamarr library itself, on tracks no model was trained on.
+
+The report's tracking sections (``report.tracking_sections``) rest on these helpers.
 
 The held-out tracks are validation-split particles (whole events never trained on) labelled by the
 library with a noise seed no training uses (:data:`REPORT_SEED`). Four views:
@@ -74,8 +75,10 @@ def fidelity(
     *,
     batch_sizes: tuple[int, ...] = (1, 1000),
 ) -> tuple[dict[int, float], int]:
-    """ONNX vs the saved PyTorch generator on ``n`` held-out tracks with fresh noise: the tail-aware error
-    (:func:`tail_aware_error`) per ONNX batch size, and the number of rows."""
+    """ONNX vs the saved PyTorch generator on ``n`` held-out tracks with fresh noise.
+
+    Returns the tail-aware error (:func:`tail_aware_error`) per ONNX batch size, and the number of rows.
+    """
     tracks = held_out_tracks(data_dir, max(n, QUICK_ROWS))
     cond, _, _ = student_inputs(step, tracks)
     cond = np.ascontiguousarray(cond[:n], np.float32)
