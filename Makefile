@@ -4,11 +4,12 @@
 PYTHON      ?= python3
 VENV        := .venv
 VENV_ORT    := .venv-ort119
+VENV_CHECKOV := .venv-checkov
 BIN         := $(VENV)/bin
 SHARED      ?= ../shared
 PYTEST_ARGS ?=
 
-.PHONY: help venv venv-ort119 test lint demo repository repository-cpu configs train validate bench clean
+.PHONY: help venv venv-ort119 venv-checkov test lint demo repository repository-cpu configs train validate bench clean
 
 help:
 	@echo "make demo        main job: embedded Triton + HepMC2 and Pythia events -> ntuple + report (runs/demo)"
@@ -35,7 +36,15 @@ $(VENV_ORT)/.stamp: requirements/ort-1.19.2.txt
 
 venv-ort119: $(VENV_ORT)/.stamp
 
-test: venv venv-ort119
+# checkov (tests/helm/test_checkov.py) would downgrade packages .venv pins: it gets its own environment.
+$(VENV_CHECKOV)/.stamp: requirements/checkov.txt
+	$(PYTHON) -m venv $(VENV_CHECKOV)
+	$(VENV_CHECKOV)/bin/pip install --quiet -r requirements/checkov.txt
+	touch $@
+
+venv-checkov: $(VENV_CHECKOV)/.stamp
+
+test: venv venv-ort119 venv-checkov
 	$(BIN)/ruff check export client deploy/local tests benchmarks
 	$(BIN)/mypy -p ufsim_export -p ufsim_client -p ufsim_serve
 	$(BIN)/pytest tests $(PYTEST_ARGS)
@@ -68,4 +77,4 @@ bench: venv
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf runs $(VENV) $(VENV_ORT)
+	rm -rf runs $(VENV) $(VENV_ORT) $(VENV_CHECKOV)

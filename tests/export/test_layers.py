@@ -141,3 +141,29 @@ def _imports_any(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
             found.add(node.module)
     return found
+
+
+def unexplained_deferred_imports(package: str) -> list[str]:
+    """Imports inside functions with no comment on their line or above their block of imports."""
+    found = []
+    for name, path in _modules(package).items():
+        lines = path.read_text().splitlines()
+        tree = ast.parse("\n".join(lines), str(path))
+        for func in ast.walk(tree):
+            if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(func):
+                if not isinstance(node, ast.Import | ast.ImportFrom):
+                    continue
+                row = node.lineno - 1
+                while row > 0 and lines[row - 1].lstrip().startswith(("import ", "from ")):
+                    row -= 1
+                above = lines[row - 1].strip() if row > 0 else ""
+                if "#" not in lines[node.lineno - 1] and "#" not in lines[row] and not above.startswith("#"):
+                    found.append(f"{name}:{node.lineno}")
+    return found
+
+
+def test_deferred_imports_say_why() -> None:
+    """A function-level import hides a dependency; each one in export carries its reason."""
+    assert unexplained_deferred_imports("ufsim_export") == []

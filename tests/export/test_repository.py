@@ -22,8 +22,8 @@ from ufsim_export.spec import PipelineSpec, SpecError
 
 def test_committed_configs_are_generated(spec: PipelineSpec, repo_root: Path, tmp_path: Path) -> None:
     """Configs are never hand-edited: regenerate them and diff against model_repository/."""
-    written = write_configs(spec, tmp_path)
     committed = repo_root / "model_repository"
+    written = write_configs(spec, tmp_path, json.loads((committed / "REPOSITORY.json").read_text()))
     for path in written:
         twin = committed / path.relative_to(tmp_path)
         assert twin.is_file(), f"{twin} is missing: run `make configs` and commit"

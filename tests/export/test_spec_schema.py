@@ -12,7 +12,9 @@ import onnxruntime as ort
 import pytest
 import yaml
 
+from ufsim_client import report
 from ufsim_client.contract import OUTPUT_COLUMNS
+from ufsim_client.events import SIMULATED_PIDS
 from ufsim_export.graphs.steps import build_graph_step
 from ufsim_export.repository.gun import gun_pdg_ids
 from ufsim_export.spec import PipelineSpec, SpecError, default_spec_path, load_spec, parse_spec
@@ -146,3 +148,10 @@ def test_client_pid_columns_match_the_spec(spec: PipelineSpec, tensor: str) -> N
     declared = spec.tensor(tensor)
     assert dtype == declared.dtype
     assert columns == list(declared.columns or [tensor.replace("is_muon", "isMuon")])
+
+
+def test_client_copies_of_species_and_track_types_match_the_spec(spec: PipelineSpec) -> None:
+    """The client imports nothing from export, so its copies are checked against the spec here."""
+    assert sorted(int(p) for p in SIMULATED_PIDS) == sorted(s.pdg for s in spec.species)
+    assert report.SPECIES == {s.pdg: s.name for s in spec.species}
+    assert sorted(report.TRACK_TYPES) == sorted(t.code for t in spec.track_types)

@@ -8,7 +8,7 @@ from typing import Any
 
 import helm_python
 import pytest
-from helm_support import CHART, load_values, render
+from helm_support import CHART, find, load_values, render
 
 BAD = Path(__file__).parent / "bad-values"
 
@@ -66,11 +66,19 @@ def test_lint_reports_bad_values(name: str) -> None:
     assert any(EXPECTED[name][1] in e for e in errors), report
 
 
-def test_defaults_alone_ask_for_the_model_repository() -> None:
-    """The chart's defaults do not guess a volume: the claim name is a required value."""
+def test_defaults_alone_lint_and_render() -> None:
+    """`helm lint` and `helm template` pass with the chart's own defaults (the PVC ufsim-models)."""
+    report = helm_python.lint(CHART, {}, strict=True, kube_version="v1.30.0")
+    assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == [], report
+    volumes = find(render({}), "Deployment")["spec"]["template"]["spec"]["volumes"]
+    pvc = {"claimName": "ufsim-models", "readOnly": True}
+    assert {"name": "model-repository", "persistentVolumeClaim": pvc} in volumes
+
+
+def test_an_empty_claim_name_is_refused() -> None:
     with pytest.raises(helm_python.HelmValuesError) as raised:
-        render({})
-    assert "at '/modelRepository/pvc': missing property 'claimName'" in str(raised.value)
+        render({"modelRepository": {"pvc": {"claimName": ""}}})
+    assert "at '/modelRepository/pvc/claimName'" in str(raised.value)
 
 
 @pytest.mark.parametrize(

@@ -162,11 +162,11 @@ def test_instances_and_thread_parameter(server: LocalTriton) -> None:
     ],
 )
 def test_config_that_disagrees_with_the_graph_fails_to_load(
-    client: grpcclient.InferenceServerClient, model: str, message: str
+    client: grpcclient.InferenceServerClient, server: LocalTriton, model: str, message: str
 ) -> None:
     """Loading fails with a message naming the model and the disagreement; the server keeps serving."""
     with pytest.raises(InferenceServerException) as failure:
-        client.load_model(model)
+        client.load_model(model, headers=server.admin_headers)
     assert message in str(failure.value)
     assert not client.is_model_ready(model)
     assert client.is_server_live()

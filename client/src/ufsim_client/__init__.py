@@ -6,7 +6,9 @@ Map of the package, in data-flow order:
 - :mod:`ufsim_client.readers`: event sources (HepMC2/3, Pythia 8, particle gun, parquet).
 - :mod:`ufsim_client.keys`: per-particle ``rng_key`` from (seed, event, particle index), SplitMix64.
 - :mod:`ufsim_client.batching`: packing particles of many events into requests; restoring order.
-- :mod:`ufsim_client.contract`: the tensors the client needs, checked against the server's metadata.
+- :mod:`ufsim_client.contract`: the tensors the client needs, checked against the server's metadata;
+  the served repository's identity.
+- :mod:`ufsim_client.endpoints`: server endpoints (``host:port``, ``grpcs://``), TLS, bearer tokens.
 - :mod:`ufsim_client.transport`: :class:`ServerPool` (tritonclient gRPC, retries, fail-over).
 - :mod:`ufsim_client.simulate`: :func:`simulate`, the loop with requests in flight, and its :class:`Summary`.
 - :mod:`ufsim_client.ntuple`: output columns (LHCb-like names).
@@ -19,29 +21,36 @@ Map of the package, in data-flow order:
 
 from __future__ import annotations
 
+from ufsim_client.endpoints import Endpoint, TlsSettings, Token, discover_token, parse_endpoint
 from ufsim_client.errors import ContractError, InputError, ServerError, UfsimError
 from ufsim_client.events import SIMULATED_PIDS, Event
 from ufsim_client.keys import rng_keys
 from ufsim_client.readers import generate_pythia, particle_gun, read_hepmc, read_parquet
 from ufsim_client.simulate import Summary, simulate
 from ufsim_client.transport import RetryPolicy, ServerPool
-from ufsim_client.writers import MemoryWriter, ParquetWriter, RootWriter, open_writer
+from ufsim_client.writers import MemoryWriter, OutputError, ParquetWriter, RootWriter, open_writer
 
 __all__ = [
     "SIMULATED_PIDS",
     "ContractError",
+    "Endpoint",
     "Event",
     "InputError",
     "MemoryWriter",
+    "OutputError",
     "ParquetWriter",
     "RetryPolicy",
     "RootWriter",
     "ServerError",
     "ServerPool",
     "Summary",
+    "TlsSettings",
+    "Token",
     "UfsimError",
+    "discover_token",
     "generate_pythia",
     "open_writer",
+    "parse_endpoint",
     "particle_gun",
     "read_hepmc",
     "read_parquet",

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
+from types import FrameType
 
+from ufsim_client.endpoints import TlsSettings, discover_token, parse_endpoints
 from ufsim_client.errors import ContractError, InputError, ServerError, UfsimError
 from ufsim_client.events import Event
 from ufsim_client.readers import (
@@ -20,13 +24,50 @@ from ufsim_client.readers import (
     read_parquet,
     spectra_from_pythia,
 )
-from ufsim_client.simulate import simulate
-from ufsim_client.transport import RetryPolicy
-from ufsim_client.writers import open_writer
+from ufsim_client.simulate import Summary, simulate
+from ufsim_client.transport import RetryPolicy, ServerPool
+from ufsim_client.writers import OutputError, Writer, open_writer
 
 __all__ = ["main"]
 
 log = logging.getLogger("ufsim_client")
+
+_SEED_LIMIT = 2**64
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP (batch systems, a closed terminal): handled like Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_DEFERRED: list[int] = []
+"""While it starts with 0, a stop signal is recorded here instead of raised (output being created)."""
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    if _DEFERRED and _DEFERRED[0] == 0:
+        _DEFERRED.append(signum)
+        return
+    raise Stopped(signum)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    if _DEFERRED and _DEFERRED[0] == 0:
+        _DEFERRED.append(signum)
+        return
+    raise KeyboardInterrupt
+
+
+def _raise_deferred() -> None:
+    """Stop deferring signals; raise the first one that arrived meanwhile."""
+    pending = _DEFERRED[1:]
+    _DEFERRED.clear()
+    if pending:
+        raise KeyboardInterrupt if pending[0] == signal.SIGINT else Stopped(pending[0])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,9 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--server",
         action="append",
-        required=True,
-        metavar="HOST:PORT",
-        help="Triton gRPC endpoint; repeat for fail-over, tried in order",
+        metavar="HOST[:PORT]",
+        help="Triton gRPC endpoint (port 8001 by default; grpcs://HOST[:PORT] for TLS, port 443); repeat "
+        "for fail-over, tried in order (default: $UFSIM_SERVER, comma-separated)",
     )
     source = sim.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -85,6 +126,26 @@ def _parser() -> argparse.ArgumentParser:
         default=300.0,
         help="seconds to keep retrying a request across servers (default 300)",
     )
+    sim.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for a first answer from any server before giving up (default 30)",
+    )
+    sim.add_argument(
+        "--tls-ca", type=Path, metavar="PEM", help="CA bundle for grpcs:// (default: system CAs)"
+    )
+    sim.add_argument(
+        "--tls-cert", type=Path, metavar="PEM", help="client certificate for grpcs:// (with --tls-key)"
+    )
+    sim.add_argument("--tls-key", type=Path, metavar="PEM", help="client certificate key for grpcs://")
+    sim.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="bearer token file for grpcs:// (default: WLCG discovery: BEARER_TOKEN, BEARER_TOKEN_FILE, "
+        "$XDG_RUNTIME_DIR/bt_u<uid>, /tmp/bt_u<uid>)",
+    )
     sim.add_argument("--tree", default="ufsim", help="TTree name for ROOT output (default ufsim)")
     sim.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -116,8 +177,25 @@ def _events(args: argparse.Namespace, gun: GunSpec | None) -> Iterator[Event]:
         yield from generate_pythia(args.pythia, seed=args.seed, n_events=args.events)
 
 
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse invalid numbers at once, naming the option and what is accepted."""
+    if not 0 <= args.seed < _SEED_LIMIT:
+        raise InputError("seed", f"expected an integer 0 <= seed < 2**64, not {args.seed}")
+    for name in ("batch_size", "in_flight"):
+        if getattr(args, name) < 1:
+            raise InputError(name.replace("_", "-"), f"expected an integer >= 1, not {getattr(args, name)}")
+    for name in ("retry_timeout", "connect_timeout"):
+        value = getattr(args, name)
+        if not value > 0 or value == float("inf"):
+            raise InputError(name.replace("_", "-"), f"expected a finite number of seconds > 0, not {value}")
+
+
 def _simulate(args: argparse.Namespace) -> int:
     # Check what can be checked before contacting a server or creating the output.
+    _check_arguments(args)
+    endpoints = parse_endpoints(args.server)
+    tls = TlsSettings(args.tls_ca, args.tls_cert, args.tls_key)
+    token = discover_token(args.token_file)
     if args.events is not None and args.events < 1:
         raise InputError("events", f"expected a positive number of events, not {args.events}")
     if args.events is None and not args.input:
@@ -131,10 +209,29 @@ def _simulate(args: argparse.Namespace) -> int:
             raise InputError("input", "pass one parquet table alone (several would repeat event numbers)")
     gun = parse_gun_spec(args.gun) if args.gun else None
     options = {"tree": args.tree} if args.output.suffix.lower() == ".root" else {}
-    writer = open_writer(args.output, **options)
-    summary = simulate(
+    retry = RetryPolicy(total_timeout=args.retry_timeout, connect_timeout=args.connect_timeout)
+    with ServerPool(endpoints, model=args.model, retry=retry, tls=tls, token=token) as pool:
+        # A stop signal while the temporary output is being created waits until someone owns it.
+        _DEFERRED[:] = [0]
+        try:
+            writer = open_writer(args.output, **options)
+        except BaseException:
+            _DEFERRED.clear()
+            raise
+        try:
+            _raise_deferred()
+            summary = _run(args, gun, pool, writer)
+        except BaseException:
+            writer.abort()
+            raise
+    sys.stdout.write(f"ufsim: wrote {args.output}: {summary}\n")
+    return 0
+
+
+def _run(args: argparse.Namespace, gun: GunSpec | None, pool: ServerPool, writer: Writer) -> Summary:
+    return simulate(
         _events(args, gun),
-        args.server,
+        pool,
         writer,
         seed=args.seed,
         batch_size=args.batch_size,
@@ -142,10 +239,7 @@ def _simulate(args: argparse.Namespace) -> int:
         total_events=args.events,
         progress=not args.no_progress,
         model=args.model,
-        retry=RetryPolicy(total_timeout=args.retry_timeout),
     )
-    sys.stdout.write(f"ufsim: wrote {args.output}: {summary}\n")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,6 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+        previous = {s: signal.signal(s, _stop) for s in _STOP_SIGNALS}
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _interrupt)
     try:
         if args.command == "simulate":
             return _simulate(args)
@@ -166,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = write_report(args.ntuple, args.output, tree=args.tree)
         sys.stdout.write(f"ufsim: wrote {path}\n")
         return 0
-    except (InputError, FileNotFoundError, ValueError) as err:
+    except (InputError, OutputError, FileNotFoundError, ValueError) as err:
         log.error("%s", err)
         return 2
     except (ServerError, ContractError, UfsimError) as err:
@@ -175,6 +273,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted; no output written")
         return 130
+    except Stopped as stopped:
+        log.error("stopped by %s; no output written", stopped)
+        return 128 + stopped.signum
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 if __name__ == "__main__":

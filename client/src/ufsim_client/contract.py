@@ -14,7 +14,18 @@ import numpy as np
 
 from ufsim_client.errors import ContractError
 
-__all__ = ["INPUTS", "OUTPUT_COLUMNS", "Contract", "TensorSpec", "parse_metadata"]
+__all__ = [
+    "IDENTITY_PREFIX",
+    "INPUTS",
+    "OUTPUT_COLUMNS",
+    "Contract",
+    "TensorSpec",
+    "parse_identity",
+    "parse_metadata",
+]
+
+IDENTITY_PREFIX = "ufsim_"
+"""Ensemble parameters ``ufsim_repository_version`` and ``ufsim_sha256_<model>`` (written by ufsim-export)."""
 
 INPUTS: dict[str, tuple[str, int]] = {
     "pid": ("INT32", 1),
@@ -113,3 +124,20 @@ def parse_metadata(metadata: dict[str, Any], config: dict[str, Any], *, url: str
             f"model {model!r}{where} does not match what ufsim-client needs: " + "; ".join(problems)
         )
     return Contract(model, inputs, outputs, max_batch)
+
+
+def parse_identity(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The repository identity an ensemble config declares in its parameters; None when it has none.
+
+    Returns ``{"repository_version": str, "models": {model: sha256}}``.
+    """
+    parameters = config.get("parameters") or {}
+    values = {
+        key[len(IDENTITY_PREFIX) :]: str((value or {}).get("string_value", ""))
+        for key, value in parameters.items()
+        if key.startswith(IDENTITY_PREFIX)
+    }
+    if "repository_version" not in values:
+        return None
+    models = {key[len("sha256_") :]: sha for key, sha in values.items() if key.startswith("sha256_")}
+    return {"repository_version": values["repository_version"], "models": dict(sorted(models.items()))}

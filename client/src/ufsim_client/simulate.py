@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import sys
 import time
@@ -127,6 +128,7 @@ def simulate(
         stream = _timed(events, source_cpu)
         first = next(stream, None)  # input errors surface before any server is contacted
         contract = pool.contract()
+        record_identity(writer, pool.identity)
         if batch_size > contract.max_batch_size:
             log.warning(
                 "batch size %d exceeds the model's max_batch_size; using %d",
@@ -176,6 +178,17 @@ def simulate(
     )
     log.info("%s", summary)
     return summary
+
+
+IDENTITY_KEY = "ufsim_repository"
+"""Output metadata key of the served repository's identity (JSON; see :attr:`ServerPool.identity`)."""
+
+
+def record_identity(writer: Writer, identity: dict[str, Any] | None) -> None:
+    """Put the served repository's identity into the writer's ``metadata`` hook, when it has one."""
+    metadata = getattr(writer, "metadata", None)
+    if isinstance(metadata, dict) and identity is not None:
+        metadata[IDENTITY_KEY] = json.dumps(identity, sort_keys=True)
 
 
 def _timed(events: Iterable[Event], spent: list[float]) -> Iterator[Event]:

@@ -12,6 +12,14 @@ An attempt that outlives ``request_timeout`` is abandoned, never cancelled: canc
 request (a gRPC deadline, or closing the channel under it) crashes tritonserver up to 2.51 / NGC 24.10
 (triton-inference-server/server#7368). The abandoned call finishes on the server and its answer is
 dropped; :meth:`ServerPool.close` waits for such calls (up to ``drain_timeout``) before closing.
+
+Until some server has answered, ``connect_timeout`` bounds the retrying (a wrong address fails in
+seconds, not after the whole ``total_timeout``); every connection failure is logged as a warning when
+it happens. Each server's repository identity (:func:`~ufsim_client.contract.parse_identity`: the
+repository version and every model's sha256, served as ensemble parameters) is read at start and
+again at every fail-over; a server whose identity differs from the first one's is refused, so one
+run never mixes model versions. Authentication failures (a gateway's UNAUTHENTICATED or
+PERMISSION_DENIED) fail at once, naming the server and where the token came from.
 """
 
 from __future__ import annotations
@@ -29,7 +37,8 @@ from numpy.typing import NDArray
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 from tritonclient.utils import InferenceServerException
 
-from ufsim_client.contract import OUTPUT_COLUMNS, Contract, parse_metadata
+from ufsim_client.contract import OUTPUT_COLUMNS, Contract, parse_identity, parse_metadata
+from ufsim_client.endpoints import Endpoint, TlsSettings, Token, parse_endpoint
 from ufsim_client.errors import ContractError, ServerError
 
 __all__ = ["RetryPolicy", "ServerPool", "is_transient"]
@@ -45,6 +54,7 @@ _TRANSIENT_STATUSES = frozenset(
         "StatusCode.ABORTED",
     }
 )
+_AUTH_STATUSES = frozenset({"StatusCode.UNAUTHENTICATED", "StatusCode.PERMISSION_DENIED"})
 _TRANSIENT_MESSAGES = (
     "not ready",
     "no available versions",
@@ -68,6 +78,7 @@ class RetryPolicy:
         total_timeout (float; 300.0): give up on a request after this many seconds of retrying.
         request_timeout (float; 120.0): seconds to wait for one attempt before abandoning it.
         drain_timeout (float; 60.0): at close, seconds to wait for abandoned calls to finish.
+        connect_timeout (float; 30.0): give up after this many seconds if no server has answered yet.
     """
 
     attempts_per_server: int = 3
@@ -76,11 +87,12 @@ class RetryPolicy:
     total_timeout: float = 300.0
     request_timeout: float = 120.0
     drain_timeout: float = 60.0
+    connect_timeout: float = 30.0
 
 
 def is_transient(error: BaseException) -> bool:
     """Whether a failed call is worth retrying (on the same or another server)."""
-    if not isinstance(error, InferenceServerException):
+    if not isinstance(error, InferenceServerException) or error.status() in _AUTH_STATUSES:
         return False
     if error.status() in _TRANSIENT_STATUSES:
         return True
@@ -115,12 +127,26 @@ class _Call:
 
 
 class _Server:
-    """One server URL, its lazily created gRPC client and its checked contract."""
+    """One server endpoint, its gRPC client, its checked contract and repository identity."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.client = grpcclient.InferenceServerClient(url, channel_args=_channel_args())
+    def __init__(self, endpoint: Endpoint, tls: TlsSettings, token: Token | None) -> None:
+        self.endpoint = endpoint
+        self.url = str(endpoint)
+        self.headers = token.header() if token is not None and endpoint.tls else None
+        options: dict[str, Any] = {}
+        if endpoint.tls:
+            options = {
+                "ssl": True,
+                "root_certificates": tls.roots(),
+                "private_key": None if tls.key_file is None else str(tls.key_file),
+                "certificate_chain": None if tls.cert_file is None else str(tls.cert_file),
+            }
+        self.client = grpcclient.InferenceServerClient(
+            endpoint.target, channel_args=_channel_args(), **options
+        )
         self.contract: Contract | None = None
+        self.identity: dict[str, Any] | None = None
+        self.failing = False
         self.running: set[_Call] = set()
         self._lock = threading.RLock()  # the callback may run inside async_infer
 
@@ -137,7 +163,7 @@ class _Server:
         with self._lock:  # tritonclient keeps the latest call on the client object: not thread-safe
             self.running.add(call)
             try:
-                self.client.async_infer(model, callback=finish, **kwargs)
+                self.client.async_infer(model, callback=finish, headers=self.headers, **kwargs)
             except BaseException:
                 self.running.discard(call)
                 raise
@@ -161,37 +187,58 @@ class _Server:
             log.warning("%s: closing with %d calls still running on the server", self.url, unanswered)
         self.client.close()
 
-    def fetch_contract(self, model: str, timeout: float) -> Contract:
+    def fetch_contract(self, model: str, timeout: float) -> tuple[Contract, dict[str, Any] | None]:
+        """The model's contract and the repository identity it declares (None if it declares none)."""
         try:
-            metadata = self.client.get_model_metadata(model, as_json=True, client_timeout=timeout)
-            config = self.client.get_model_config(model, as_json=True, client_timeout=timeout)
+            metadata = self.client.get_model_metadata(
+                model, headers=self.headers, as_json=True, client_timeout=timeout
+            )
+            config = self.client.get_model_config(
+                model, headers=self.headers, as_json=True, client_timeout=timeout
+            )
         except InferenceServerException as err:
-            if is_transient(err):
+            if is_transient(err) or err.status() in _AUTH_STATUSES:
                 raise
             raise ContractError(f"cannot read the metadata of model {model!r} at {self.url}: {err}") from err
-        return parse_metadata(metadata, config.get("config", config), url=self.url)
+        config = config.get("config", config)
+        return parse_metadata(metadata, config, url=self.url), parse_identity(config)
 
 
 class ServerPool:
     """Triton servers that serve the same ``model``; requests fail over between them in order.
 
     Args:
-        urls (sequence of str): ``host:port`` gRPC endpoints, tried in this order.
+        urls (sequence of str or Endpoint): gRPC endpoints (:func:`~ufsim_client.endpoints.parse_endpoint`),
+            tried in this order.
         model (str; "pipeline"): the ensemble to call.
         retry (RetryPolicy; RetryPolicy()): retry and fail-over settings.
+        tls (TlsSettings; system CAs): for ``grpcs://`` endpoints.
+        token (Token; None): bearer token, sent to TLS endpoints only.
     """
 
     def __init__(
-        self, urls: Sequence[str], *, model: str = "pipeline", retry: RetryPolicy | None = None
+        self,
+        urls: Sequence[str | Endpoint],
+        *,
+        model: str = "pipeline",
+        retry: RetryPolicy | None = None,
+        tls: TlsSettings | None = None,
+        token: Token | None = None,
     ) -> None:
         if not urls:
             raise ValueError("at least one server URL (host:port) is needed")
+        endpoints = [u if isinstance(u, Endpoint) else parse_endpoint(u) for u in urls]
         self.model = model
         self.retry = retry or RetryPolicy()
-        self._servers = [_Server(url) for url in urls]
+        self.token = token
+        self._servers = [_Server(e, tls or TlsSettings(), token) for e in endpoints]
         self._current = 0
         self._lock = threading.Lock()
         self._contract: Contract | None = None
+        self._identity: dict[str, Any] | None = None
+        self._reference: str | None = None
+        self._answered = False
+        self._started = time.monotonic()
         self.retries = 0
         self.failovers = 0
 
@@ -211,6 +258,11 @@ class ServerPool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def identity(self) -> dict[str, Any] | None:
+        """The repository identity every server used so far declared (None before the first answer)."""
+        return self._identity
+
     def contract(self) -> Contract:
         """The model's contract, read from the first server that answers (with retries)."""
         if self._contract is None:
@@ -223,8 +275,10 @@ class ServerPool:
         Raises:
             ServerError: when every attempt failed, or on a non-transient failure.
         """
-        contract = self.contract()
         n = len(inputs["pid"])
+        if n == 0:
+            raise ValueError(f"request {request_id}: a request needs at least one particle (not batch 0)")
+        contract = self.contract()
         infer_inputs = []
         for name, spec in contract.inputs.items():
             if name not in inputs:
@@ -256,15 +310,29 @@ class ServerPool:
 
     def _checked(self, server: _Server) -> Contract:
         if server.contract is None:
-            contract = server.fetch_contract(self.model, self.retry.request_timeout)
-            if self._contract is not None and (
-                contract.inputs != self._contract.inputs or contract.outputs != self._contract.outputs
-            ):
-                raise ContractError(
-                    f"server {server.url} serves a model {self.model!r} whose tensors differ from "
-                    f"{self._servers[0].url}'s; all --server endpoints must serve the same pipeline"
-                )
-            server.contract = contract
+            timeout = self.retry.request_timeout
+            if not self._answered:
+                timeout = min(timeout, max(1.0, self.retry.connect_timeout))
+            contract, identity = server.fetch_contract(self.model, timeout)
+            with self._lock:
+                self._answered = True
+                if self._contract is not None and (
+                    contract.inputs != self._contract.inputs or contract.outputs != self._contract.outputs
+                ):
+                    raise ContractError(
+                        f"server {server.url} serves a model {self.model!r} whose tensors differ from "
+                        f"{self._reference}'s; all --server endpoints must serve the same pipeline"
+                    )
+                if self._contract is not None and identity != self._identity:
+                    raise ContractError(
+                        f"refusing server {server.url}: it serves another model repository than "
+                        f"{self._reference} ({describe_difference(self._identity, identity)}); "
+                        "all --server endpoints must serve the same repository, or results would mix "
+                        "model versions"
+                    )
+                if self._contract is None:
+                    self._contract, self._identity, self._reference = contract, identity, server.url
+            server.contract, server.identity = contract, identity
         return server.contract
 
     def _call(self, what: str, fn: Any) -> Any:
@@ -279,6 +347,7 @@ class ServerPool:
                 with self._lock:
                     self.failovers += 1
                     self._current = index
+                    self._servers[index].contract = None  # re-read its identity before using it
                 log.warning("%s: failing over to %s", what, self._servers[index].url)
             return self._servers[index]
 
@@ -286,22 +355,73 @@ class ServerPool:
             with self._lock:
                 self.retries += 1
             error = state.outcome.exception() if state.outcome else None
-            log.info("%s: attempt %d failed (%s); retrying", what, state.attempt_number, error)
+            index = (start + (state.attempt_number - 1) // per_server) % len(self._servers)
+            server = self._servers[index]
+            if not server.failing:
+                server.failing = True
+                log.warning("%s: %s failed (%s); retrying", what, server.url, _short(error))
+            else:
+                log.info("%s: attempt %d failed (%s); retrying", what, state.attempt_number, error)
+
+        budget = stop_after_delay(policy.total_timeout)
+
+        def stop(state: RetryCallState) -> bool:
+            never_answered = time.monotonic() - self._started >= policy.connect_timeout and not self._answered
+            return budget(state) or never_answered
 
         retrying = Retrying(
             retry=retry_if_exception(is_transient),
-            stop=stop_after_delay(policy.total_timeout),
+            stop=stop,
             wait=wait_exponential_jitter(initial=policy.initial_backoff, max=policy.max_backoff),
             before_sleep=before_sleep,
             reraise=True,
         )
+        tried: list[_Server] = []
         try:
             for attempt in retrying:
                 with attempt:
-                    return fn(pick(attempt.retry_state.attempt_number))
+                    server = pick(attempt.retry_state.attempt_number)
+                    tried.append(server)
+                    result = fn(server)
+                    server.failing = False
+                    return result
         except InferenceServerException as err:
+            if err.status() in _AUTH_STATUSES:
+                raise ServerError(self._auth_message(err, tried[-1]), status=err.status()) from err
             kind = "gave up after retrying" if is_transient(err) else "failed"
+            if not self._answered and is_transient(err):
+                kind += f" (no server answered; connect timeout {policy.connect_timeout:g} s)"
             raise ServerError(
                 f"{what} {kind} on {', '.join(self.urls)} (model {self.model!r}): {err}", status=err.status()
             ) from err
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _auth_message(self, err: InferenceServerException, server: _Server) -> str:
+        where = server.url
+        if self.token is None:
+            found = "no bearer token was found (BEARER_TOKEN, BEARER_TOKEN_FILE, $XDG_RUNTIME_DIR/bt_u<uid>)"
+        elif not server.endpoint.tls:
+            found = f"the token from {self.token.source} is sent only over TLS: use grpcs://HOST[:PORT]"
+        else:
+            found = f"token from {self.token.source}"
+        return f"authentication failed at {where}: {err.message()} ({err.status()}; {found})"
+
+
+def _short(error: BaseException | None) -> str:
+    if isinstance(error, InferenceServerException):
+        return f"{error.status()}: {str(error.message() or '').splitlines()[0][:200]}"
+    return str(error)
+
+
+def describe_difference(first: dict[str, Any] | None, other: dict[str, Any] | None) -> str:
+    """What differs between two repository identities, for a refusal message."""
+    if first is None or other is None:
+        return "one declares no repository identity" if first is not other else "same"
+    changes = []
+    if first.get("repository_version") != other.get("repository_version"):
+        changes.append(f"repository {first.get('repository_version')} vs {other.get('repository_version')}")
+    models_a, models_b = first.get("models", {}), other.get("models", {})
+    for name in sorted(set(models_a) | set(models_b)):
+        if models_a.get(name) != models_b.get(name):
+            changes.append(f"{name} sha256 {str(models_a.get(name))[:12]} vs {str(models_b.get(name))[:12]}")
+    return "; ".join(changes) or "identities differ"

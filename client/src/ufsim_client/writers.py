@@ -1,17 +1,26 @@
 """Ntuple writers: ROOT TTree (uproot), parquet (pyarrow) and in-memory, all written atomically.
 
-A file writer writes to a temporary file next to the target (``.NAME.XXXX.tmp``), and only
+A file writer writes to a temporary file next to the target (``.NAME.HOST.PID.XXXX.tmp``), and only
 :meth:`~_AtomicWriter.close` makes it appear: fsync, ``os.replace`` onto the target, fsync of the
 directory. :meth:`~_AtomicWriter.abort` (or leaving the ``with`` block by an exception) deletes the
-temporary file, so a failed run never leaves a partial file at the target. Rows are buffered and
-written in chunks of at least ``chunk_rows``.
+temporary file, so a failed run never leaves a partial file at the target. A run killed outright
+(SIGKILL) cannot clean up: the next writer to the same path deletes temporary files of that path whose
+process, on this host, is gone. Outputs get the permissions the umask allows (like ``open``), not
+``mkstemp``'s 0600. Rows are buffered and written in chunks of at least ``chunk_rows``.
+
+``metadata`` (key -> text) is the hook for provenance: whatever is in it at :meth:`~_AtomicWriter.close`
+is stored in the file (parquet: the file's key-value metadata, ``pyarrow.parquet.read_metadata``;
+ROOT: one ``TObjString`` per key).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,13 +29,50 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ufsim_client import extras
+from ufsim_client.errors import UfsimError
 from ufsim_client.ntuple import schema
 
-__all__ = ["MemoryWriter", "ParquetWriter", "RootWriter", "Writer", "open_writer"]
+__all__ = ["MemoryWriter", "OutputError", "ParquetWriter", "RootWriter", "Writer", "open_writer"]
 
 log = logging.getLogger(__name__)
 
 Columns = dict[str, NDArray[Any]]
+
+
+class OutputError(UfsimError):
+    """The output file cannot be created where it was asked for (the message says why)."""
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it; done once per writer, before any thread)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete ``path``'s temporary files left on this host by writers whose process is gone."""
+    host = re.escape(socket.gethostname())
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.{host}\.(\d+)\.[^.]+\.tmp")
+    removed = []
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        match = pattern.fullmatch(candidate.name)
+        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                candidate.unlink()
+                removed.append(candidate)
+                log.warning("removed %s, left by a killed run (pid %s)", candidate, match.group(1))
+    return removed
 
 
 class Writer(Protocol):
@@ -47,6 +93,7 @@ class MemoryWriter:
 
     def __init__(self) -> None:
         self._chunks: list[Columns] = []
+        self.metadata: dict[str, str] = {}
 
     def write(self, columns: Columns) -> None:
         self._chunks.append(columns)
@@ -71,9 +118,20 @@ class _AtomicWriter:
 
     def __init__(self, path: str | os.PathLike[str], *, chunk_rows: int = 100_000) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
+        self.metadata: dict[str, str] = {}
+        try:
+            if self.path.is_dir():
+                raise IsADirectoryError(f"{self.path} is a directory")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.path)
+            prefix = f".{self.path.name}.{socket.gethostname()}.{os.getpid()}."
+            fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=self.path.parent)
+        except OSError as err:
+            raise OutputError(f"cannot write the output {str(self.path)!r}: {err.strerror or err}") from None
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())
+        finally:
+            os.close(fd)
         self.tmp_path = Path(tmp)
         self.chunk_rows = chunk_rows
         self.schema = schema()
@@ -155,6 +213,8 @@ class ParquetWriter(_AtomicWriter):
         self._writer.write_table(pa.table(rows, schema=self._arrow_schema))
 
     def _finish(self) -> None:
+        if self.metadata:
+            self._writer.add_key_value_metadata(dict(self.metadata))
         self._writer.close()
 
 
@@ -173,6 +233,8 @@ class RootWriter(_AtomicWriter):
         self._tree.extend(rows)
 
     def _finish(self) -> None:
+        for key, text in self.metadata.items():
+            self._file[key] = text
         self._file.close()
 
 

@@ -21,8 +21,10 @@ from typing import Any, Literal
 import numpy as np
 
 from ufsim_client import extras
+from ufsim_client.errors import InputError
 from ufsim_client.events import SIMULATED_PIDS, Event
 from ufsim_client.readers._record import event_from_record
+from ufsim_client.readers.hepmc_check import check_hepmc_file
 
 __all__ = ["read_hepmc"]
 
@@ -62,7 +64,13 @@ def read_hepmc(
     """Events from HepMC2/HepMC3 ASCII files, numbered from 0 in reading order.
 
     Events without a particle to simulate are skipped but keep their number. ``max_events`` counts
-    every event read, skipped or not.
+    every event read, skipped or not. Each file is checked line by line first
+    (:func:`~ufsim_client.readers.hepmc_check.check_hepmc_file`), and every event pyhepmc builds must
+    hold the particles its lines declare.
+
+    Raises:
+        InputError: field ``input``, naming the file and the event, for a truncated, empty, garbled or
+            non-HepMC file.
     """
     hepmc = extras.pyhepmc()
     files = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
@@ -76,20 +84,25 @@ def read_hepmc(
         if not os.path.exists(path):
             raise FileNotFoundError(f"HepMC input {str(path)!r} does not exist")
         parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        with hepmc.open(path) as source:
-            for gen_event in source:
-                arrays = _gen_event_arrays(gen_event, status)
-                if crossing == "file":
-                    parts.append(arrays)
-                    continue
-                event = event_from_record(number, *arrays)
-                if event is None:
-                    log.debug("event %d of %s has no particle to simulate", number, path)
-                else:
-                    yield event
-                number += 1
-                if max_events is not None and number >= max_events:
-                    return
+        for checked, gen_event in _parsed_events(hepmc, path):
+            if len(gen_event.particles) != checked.particles:
+                raise InputError(
+                    "input",
+                    f"{os.fspath(path)}: event {checked.number} (line {checked.line}): pyhepmc read "
+                    f"{len(gen_event.particles)} particles, the file declares {checked.particles}",
+                )
+            arrays = _gen_event_arrays(gen_event, status)
+            if crossing == "file":
+                parts.append(arrays)
+                continue
+            event = event_from_record(number, *arrays)
+            if event is None:
+                log.debug("event %d of %s has no particle to simulate", number, path)
+            else:
+                yield event
+            number += 1
+            if max_events is not None and number >= max_events:
+                return
         if crossing == "file":
             if not parts:
                 raise ValueError(f"HepMC input {str(path)!r} holds no event")
@@ -98,3 +111,28 @@ def read_hepmc(
             if event is not None:
                 yield event
             number += 1
+
+
+def _parsed_events(hepmc: Any, path: str | os.PathLike[str]) -> Iterator[tuple[Any, Any]]:
+    """Pairs (checked event, pyhepmc GenEvent) of one file; a parse failure names the file and event."""
+    checked = check_hepmc_file(path)
+    read = 0
+    with hepmc.open(path) as opened:
+        source = iter(opened)
+        while read < len(checked):
+            try:
+                gen_event = next(source, None)
+            except RuntimeError as err:
+                raise InputError(
+                    "input", f"{os.fspath(path)}: event {checked[read].number}: pyhepmc failed: {err}"
+                ) from None
+            if gen_event is None:
+                break
+            yield checked[read], gen_event
+            read += 1
+    if read < len(checked):
+        raise InputError(
+            "input",
+            f"{os.fspath(path)}: event {checked[read].number} (line {checked[read].line}): pyhepmc read "
+            f"only {read} of the {len(checked)} events the file holds",
+        )

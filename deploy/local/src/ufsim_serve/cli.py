@@ -10,22 +10,38 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from ufsim_serve.server import LocalTriton, ServerStartError
+from ufsim_serve.server import (
+    ADMIN_HEADER,
+    RESTRICTED_PROTOCOLS,
+    GrpcTls,
+    LocalTriton,
+    ServerStartError,
+    is_loopback,
+)
 
 _CHECKOUT_REPOSITORY = Path(__file__).resolve().parents[4] / "model_repository"
 
 DESCRIPTION = """\
 Serve a ufsim model repository with a real Triton Inference Server 2.51 (the tritonserver binary of the
 nvidia-pytriton wheel) on this machine, no containers. Models with backend "onnxruntime" run in ufsim's
-Python-based ONNX Runtime backend; ensembles run in Triton core. The server listens on 127.0.0.1, and the
-command returns once it has stopped: Ctrl-C (SIGINT) or SIGTERM shuts it down cleanly."""
+Python-based ONNX Runtime backend; ensembles run in Triton core. The server listens on 127.0.0.1 (gRPC on
+--host with TLS to serve other machines), and the command returns once it has stopped: Ctrl-C (SIGINT) or
+SIGTERM shuts it down cleanly, and a backend stub that dies stops it with status 1 (Triton would keep
+answering ready while requests to that model hang). Shared memory, model repository, logging and trace
+protocols answer only requests carrying the admin key (--admin-key-file), known to nobody by default."""
 
-EPILOG = """\
+EPILOG = f"""\
 Arguments after `--` go to tritonserver unchanged and override ufsim-serve's own flags, for example
   ufsim-serve -- --log-verbose=1 --model-control-mode=explicit --load-model=pipeline
-  ufsim-serve -- --grpc-address=0.0.0.0 --http-address=0.0.0.0    (serve other machines)
-Exit status: 0 once stopped by SIGINT/SIGTERM, 1 when the server fails to start or dies,
-2 for bad arguments."""
+Addresses are not among them: serve other machines with
+  ufsim-serve --host HOST --tls-cert server.crt --tls-key server.key [--tls-ca clients-ca.crt]
+which puts gRPC over TLS on HOST (HTTP and metrics stay on 127.0.0.1: Triton's HTTP has no TLS).
+The restricted protocols ({", ".join(RESTRICTED_PROTOCOLS)}) need the header {ADMIN_HEADER}: KEY
+(gRPC metadata triton-grpc-protocol-{ADMIN_HEADER}).
+Exit status: 0 once stopped by SIGINT/SIGTERM, 1 when the server fails to start, dies or loses a
+backend stub, 2 for bad arguments."""
+
+_ADDRESS_FLAGS = ("--grpc-address", "--http-address", "--metrics-address")
 
 
 class _Shutdown(Exception):
@@ -65,12 +81,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="file receiving tritonserver's output (default ./ufsim-serve.log, appended to)",
     )
     parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address gRPC listens on (default 127.0.0.1); others than loopback need --tls-cert/--tls-key",
+    )
+    parser.add_argument("--tls-cert", type=Path, metavar="PEM", help="gRPC server certificate (TLS)")
+    parser.add_argument("--tls-key", type=Path, metavar="PEM", help="gRPC server private key (TLS)")
+    parser.add_argument(
+        "--tls-ca", type=Path, metavar="PEM", help="CA of client certificates: clients must present one"
+    )
+    parser.add_argument(
+        "--admin-key-file",
+        type=Path,
+        metavar="FILE",
+        help="file holding the key that opens the restricted protocols (default: a random key nobody knows)",
+    )
+    parser.add_argument(
         "--ready-timeout",
         type=float,
         default=180.0,
         help="seconds to wait for /v2/health/ready before giving up (default 180)",
     )
     return parser
+
+
+def _tls(parser: argparse.ArgumentParser, args: argparse.Namespace) -> GrpcTls | None:
+    """The gRPC TLS settings; refuses to serve other machines without them."""
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_cert is None:
+        if args.tls_ca is not None:
+            parser.error("--tls-ca needs --tls-cert and --tls-key")
+        if not is_loopback(args.host):
+            parser.error(
+                f"--host {args.host} would serve other machines without TLS: give --tls-cert and --tls-key "
+                "(or put the Helm chart's gateway in front)"
+            )
+        return None
+    for option in ("tls_cert", "tls_key", "tls_ca"):
+        path = getattr(args, option)
+        if path is not None and not path.is_file():
+            parser.error(f"--{option.replace('_', '-')} {path}: no such file")
+    ca = None if args.tls_ca is None else args.tls_ca.resolve()
+    return GrpcTls(args.tls_cert.resolve(), args.tls_key.resolve(), ca)
 
 
 def _raise_shutdown(signum: int, frame: FrameType | None) -> None:
@@ -92,6 +145,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("grpc_port", "http_port", "metrics_port"):
         if not 0 <= getattr(args, name) <= 65535:
             parser.error(f"--{name.replace('_', '-')} must be between 0 and 65535")
+    for flag in extra:
+        if flag.split("=", 1)[0] in _ADDRESS_FLAGS:
+            parser.error(f"{flag.split('=', 1)[0]} after `--` is not accepted: use --host (with TLS)")
+    tls = _tls(parser, args)
+    admin_key = None
+    if args.admin_key_file is not None:
+        try:
+            admin_key = args.admin_key_file.read_text().strip()
+        except OSError as err:
+            parser.error(f"--admin-key-file {args.admin_key_file}: {err.strerror}")
+        if len(admin_key) < 16 or any(c.isspace() or c in ",:=" for c in admin_key):
+            parser.error(
+                "--admin-key-file must hold one key of at least 16 characters without , : = or spaces"
+            )
 
     server = LocalTriton(
         repository,
@@ -101,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_path=args.log_file.resolve(),
         extra_args=extra,
         ready_timeout=args.ready_timeout,
+        admin_key=admin_key,
+        grpc_address=args.host,
+        tls=tls,
     )
     previous = {s: signal.signal(s, _raise_shutdown) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -113,6 +183,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         while server.running:
             time.sleep(0.5)
+            if dead := server.dead_stubs():
+                names = ", ".join(f"{model} (pid {pid})" for pid, model in dead.items())
+                print(
+                    f"ufsim-serve: the backend stub of {names} died; Triton would still answer ready while "
+                    "requests to it hang, so the server is stopped (restart it)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                server.stop()
+                return 1
         status = server.stop()
         print(
             f"ufsim-serve: tritonserver exited unexpectedly with status {status}; "

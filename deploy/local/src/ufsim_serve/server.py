@@ -10,7 +10,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import ipaddress
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -23,6 +26,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -37,8 +41,56 @@ _LOG_TAIL_LINES = 40
 _PR_SET_PDEATHSIG = 1
 
 
+RESTRICTED_PROTOCOLS = ("shared-memory", "model-repository", "logging", "trace")
+"""Triton protocol groups a client can use only with the admin-key header (as in the Helm chart)."""
+
+ADMIN_HEADER = "ufsim-admin-key"
+"""HTTP header whose value opens :data:`RESTRICTED_PROTOCOLS`; gRPC clients send it as the metadata key
+``triton-grpc-protocol-ufsim-admin-key`` (Triton's prefix for restricted-protocol keys)."""
+
+_LOAD_FAILURES = (
+    re.compile(r"failed to load '([^']+)' version \d+: (.*?)(?:\\n|\"$)", re.M),
+    re.compile(r"Poll failed for model directory '([^']+)': (.*?)\"$", re.M),
+)
+
+
 class ServerStartError(RuntimeError):
     """tritonserver exited, or did not become ready in time, while starting."""
+
+
+@dataclass(frozen=True)
+class GrpcTls:
+    """Server certificate and key for gRPC over TLS; ``ca`` also makes clients present a certificate."""
+
+    cert: Path
+    key: Path
+    ca: Path | None = None
+
+    def flags(self) -> list[str]:
+        """tritonserver's gRPC TLS flags."""
+        flags = ["--grpc-use-ssl=true", f"--grpc-server-cert={self.cert}", f"--grpc-server-key={self.key}"]
+        if self.ca is not None:
+            flags += [f"--grpc-root-cert={self.ca}", "--grpc-use-ssl-mutual=true"]
+        return flags
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_failures(log_text: str) -> list[str]:
+    """``model 'NAME': cause`` for every model tritonserver's log says failed to load."""
+    found: dict[str, str] = {}
+    for pattern in _LOAD_FAILURES:
+        for name, cause in pattern.findall(log_text):
+            found.setdefault(name, cause.strip())
+    return [f"model {name!r} failed to load: {cause}" for name, cause in found.items()]
 
 
 def tritonserver_binary() -> Path:
@@ -171,7 +223,20 @@ class LocalTriton:
         log_path: Path | None = None,
         extra_args: Sequence[str] = (),
         ready_timeout: float = 180.0,
+        admin_key: str | None = None,
+        restricted_protocols: Sequence[str] = RESTRICTED_PROTOCOLS,
+        grpc_address: str = "127.0.0.1",
+        tls: GrpcTls | None = None,
     ) -> None:
+        if not is_loopback(grpc_address) and tls is None:
+            raise ValueError(
+                f"serving gRPC on {grpc_address} (other machines) needs TLS: give a certificate and key"
+            )
+        self.admin_key = admin_key or secrets.token_urlsafe(32)
+        self.restricted_protocols = tuple(restricted_protocols)
+        self.grpc_address = grpc_address
+        self.tls = tls
+        self._stubs: dict[int, str] = {}
         self.model_repository = Path(model_repository).resolve()
         if not self.model_repository.is_dir():
             raise FileNotFoundError(f"model repository {self.model_repository} is not a directory")
@@ -187,8 +252,13 @@ class LocalTriton:
 
     @property
     def grpc_url(self) -> str:
-        """gRPC endpoint, ``127.0.0.1:PORT``."""
+        """gRPC endpoint on this machine, ``127.0.0.1:PORT``."""
         return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """gRPC metadata that opens the restricted protocols (shared memory, model repository, ...)."""
+        return {f"triton-grpc-protocol-{ADMIN_HEADER}": self.admin_key}
 
     @property
     def http_url(self) -> str:
@@ -224,11 +294,19 @@ class LocalTriton:
         local = [
             f"--backend-directory={workdir / 'backends'}",
             f"--cache-directory={_WHEEL / 'caches'}",
-            "--grpc-address=127.0.0.1",
+            f"--grpc-address={self.grpc_address}",
             "--http-address=127.0.0.1",
             "--metrics-address=127.0.0.1",
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
         ]
+        if self.restricted_protocols:
+            # Triton refuses a protocol restricted twice: restrictions among extra_args replace these.
+            restricted = f"{','.join(self.restricted_protocols)}:{ADMIN_HEADER}={self.admin_key}"
+            for flag in ("--grpc-restricted-protocol", "--http-restricted-api"):
+                if not any(arg.startswith(f"{flag}=") for arg in self.extra_args):
+                    local.append(f"{flag}={restricted}")
+        if self.tls is not None:
+            local += self.tls.flags()
         return [str(tritonserver_binary()), *portable[1:], *local, *self.extra_args]
 
     def start(self) -> LocalTriton:
@@ -242,7 +320,8 @@ class LocalTriton:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             start_offset = log.tell()
-            log.write(f"=== ufsim-serve: starting {' '.join(command)}\n".encode())
+            shown = " ".join(command).replace(self.admin_key, "<admin key>")
+            log.write(f"=== ufsim-serve: starting {shown}\n".encode())
             log.flush()
             self._process = subprocess.Popen(
                 command,
@@ -260,7 +339,34 @@ class LocalTriton:
         except BaseException:
             self.kill()
             raise
+        self._stubs = self._stub_models()
         return self
+
+    def dead_stubs(self) -> dict[int, str]:
+        """Backend stubs (pid -> model) running when the server became ready that have died since.
+
+        Triton keeps answering ready after a stub dies, and requests to its model hang: a caller that
+        sees one should restart the server.
+        """
+        if not self.running:
+            return {}
+        alive = set(_live_group_members(self._process.pid))  # type: ignore[union-attr]
+        return {pid: model for pid, model in self._stubs.items() if pid not in alive}
+
+    def _stub_models(self) -> dict[int, str]:
+        """The running backend stubs, pid -> the model whose instance each one runs."""
+        assert self._process is not None
+        stubs = {}
+        for pid in _live_group_members(self._process.pid):
+            if pid == self._process.pid:
+                continue
+            with contextlib.suppress(OSError):
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if argv and argv[0].endswith(b"triton_python_backend_stub") and len(argv) > 1:
+                    path = Path(argv[1].decode(errors="replace"))
+                    inside = path.is_relative_to(self.model_repository)
+                    stubs[pid] = path.relative_to(self.model_repository).parts[0] if inside else str(path)
+        return stubs
 
     def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM and wait for a clean exit (SIGKILL after ``timeout`` s); returns the exit status."""
@@ -329,8 +435,10 @@ class LocalTriton:
         while True:
             status = self._process.poll()
             if status is not None:
+                failures = load_failures(self.log_tail(lines=1_000_000, offset=log_offset))
+                summary = "".join(f"\n  {failure}" for failure in failures)
                 raise ServerStartError(
-                    f"tritonserver exited with status {status} while starting "
+                    f"tritonserver exited with status {status} while starting{summary}\n"
                     f"(log {self.log_path}):\n{self.log_tail(offset=log_offset)}"
                 )
             with contextlib.suppress(OSError):

@@ -5,6 +5,10 @@ Graph steps (named in the spec with ``kind: graph``):
 - ``features``: kinematics -> Lamarr's model inputs (log10 p, slopes, eta, phi, species flags,
   charge, straight-line propagation of the origin to the point closest to the beam). Its square
   roots, logarithm, asinh and atan2 come from :mod:`.elementary`, so no row depends on its batch.
+  A particle with a NaN or infinite origin, momentum or n_tracks, a negative n_tracks or a momentum
+  component beyond :data:`MAX_MOMENTUM_MEV` is not simulated (species 0, hence ``track_type = -1``
+  and every output at its sentinel), and its features are computed from harmless stand-in values,
+  so the server's contract holds for any input a Triton client sends.
 - ``track_sampling``: samples acceptance and the track class; builds the resolution conditions.
 - ``pid_sampling``: samples isMuon for long tracks.
 - ``assembly``: reconstructed state, covariance and PID with documented sentinels.
@@ -27,6 +31,9 @@ from onnx import version_converter
 from ..spec import RNG_KEY, PipelineSpec, StepSpec
 from . import elementary, rng
 from .builder import OPSET, GraphBuilder
+
+MAX_MOMENTUM_MEV = 1.0e7
+"""Largest accepted |px|, |py|, |pz| (10 TeV, above the LHC beam energy); beyond it a particle is absurd."""
 
 HADRONS = ("pi", "K", "p")
 """Species counted as hadrons (``mc_is_h``); e and mu are leptons (their negative charge has a + id)."""
@@ -58,8 +65,36 @@ def _outputs(b: GraphBuilder, step: StepSpec, values: dict[str, str]) -> None:
         b.output(values[tensor.name], tensor.name, tensor.dtype, tensor.width)
 
 
+def _sane_inputs(b: GraphBuilder, x: dict[str, str]) -> tuple[dict[str, str], str]:
+    """The inputs with every row that is not sane replaced by harmless values, and the mask of sane rows.
+
+    Sane: finite origin, momentum (each |component| <= MAX_MOMENTUM_MEV) and n_tracks >= 0; the others
+    get origin 0, momentum (0, 0, 1 GeV) and n_tracks 0.
+    """
+
+    def finite(v: str) -> str:  # v - v is 0 for finite values, NaN for NaN and +-inf
+        return b.op("Equal", b.op("Sub", v, v), b.const(0.0))
+
+    def all_columns(mask: str) -> str:
+        return b.op("Equal", b.op("ReduceMin", b.cast(mask, "INT32"), b.const([1], np.int64), keepdims=1),
+                    b.const(1, np.int32))  # fmt: skip
+
+    bounded = b.op("LessOrEqual", b.op("Abs", x["momentum"]), b.const(MAX_MOMENTUM_MEV))
+    momentum_ok = all_columns(b.op("And", finite(x["momentum"]), bounded))
+    valid = b.op(
+        "And",
+        b.op("And", all_columns(finite(x["origin"])), momentum_ok),
+        b.op("And", finite(x["n_tracks"]), b.op("GreaterOrEqual", x["n_tracks"], b.const(0.0))),
+    )
+    sane = dict(x)
+    sane["origin"] = b.where(valid, x["origin"], b.const(np.zeros((1, 3), np.float32)))
+    sane["momentum"] = b.where(valid, x["momentum"], b.const(np.array([[0.0, 0.0, 1000.0]], np.float32)))
+    sane["n_tracks"] = b.where(valid, x["n_tracks"], b.const(0.0))
+    return sane, valid
+
+
 def _build_features(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict[str, str]:
-    x = _inputs(b, spec, step)
+    x, valid = _sane_inputs(b, _inputs(b, spec, step))
     zero, one = b.const(0.0), b.const(1.0)
     px, py, pz = (b.col(x["momentum"], i) for i in range(3))
     x0, y0, z0 = (b.col(x["origin"], i) for i in range(3))
@@ -86,7 +121,7 @@ def _build_features(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict
     species = codes[0]
     for c in codes[1:]:
         species = b.op("Add", species, c)
-    species = b.where(forward, species, b.const(0, np.int32))
+    species = b.where(b.op("And", forward, valid), species, b.const(0, np.int32))
     fl = {c: b.cast(f, "FP32") for c, f in flag.items()}
     is_h = fl[code[HADRONS[0]]]
     for name in HADRONS[1:]:

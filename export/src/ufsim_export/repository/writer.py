@@ -5,6 +5,9 @@ Layout written (DESIGN.md):
     <out>/<pipeline>/config.pbtxt, <out>/<pipeline>/1/            the ensemble
     <out>/REPOSITORY.json                                          repository version and checksums
 
+The ensemble config also declares that identity as parameters (``ufsim_repository_version`` and
+``ufsim_sha256_<step>``), so a client reads what a server serves and never mixes two repositories.
+
 Configs are generated, never hand-edited: ``tests/export/test_repository.py`` regenerates them and
 diffs against the committed files.
 
@@ -85,9 +88,22 @@ def model_config(spec: PipelineSpec, step: StepSpec) -> str:
     return HEADER.format(source=_source(spec)) + text_format.MessageToString(model_config_message(spec, step))
 
 
-def ensemble_config(spec: PipelineSpec) -> str:
-    """config.pbtxt of the ensemble: :func:`ensemble_config_message` in protobuf text format."""
-    return HEADER.format(source=_source(spec)) + text_format.MessageToString(ensemble_config_message(spec))
+def identity_parameters(manifest: dict[str, object] | None) -> dict[str, str]:
+    """Ensemble parameters naming the repository (REPOSITORY.json's version and model checksums)."""
+    if not manifest:
+        return {}
+    models = manifest.get("models") or {}
+    parameters = {"ufsim_repository_version": str(manifest["repository_version"])}
+    parameters.update({f"ufsim_sha256_{name}": str(sha) for name, sha in sorted(models.items())})  # type: ignore[attr-defined]
+    return parameters
+
+
+def ensemble_config(spec: PipelineSpec, identity: dict[str, str] | None = None) -> str:
+    """config.pbtxt of the ensemble: :func:`ensemble_config_message` with the identity parameters."""
+    config = ensemble_config_message(spec)
+    for key, value in (identity or {}).items():
+        config.parameters[key].string_value = value
+    return HEADER.format(source=_source(spec)) + text_format.MessageToString(config)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -199,8 +215,13 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_configs(spec: PipelineSpec, out: Path) -> list[Path]:
-    """Write every config.pbtxt (composing models and ensemble); returns the paths written."""
+def write_configs(spec: PipelineSpec, out: Path, manifest: dict[str, object] | None = None) -> list[Path]:
+    """Write every config.pbtxt (composing models and ensemble); returns the paths written.
+
+    The ensemble's identity parameters come from ``manifest``, else from ``out/REPOSITORY.json`` if any.
+    """
+    if manifest is None and (Path(out) / MANIFEST).is_file():
+        manifest = json.loads((Path(out) / MANIFEST).read_text())
     written = []
     for step in spec.steps:
         path = out / step.name / "config.pbtxt"
@@ -210,7 +231,7 @@ def write_configs(spec: PipelineSpec, out: Path) -> list[Path]:
     path = out / spec.name / "config.pbtxt"
     (out / spec.name / "1").mkdir(parents=True, exist_ok=True)
     (out / spec.name / "1" / ".gitkeep").touch()  # an ensemble's version directory is empty but required
-    _write_atomic(path, ensemble_config(spec))
+    _write_atomic(path, ensemble_config(spec, identity_parameters(manifest)))
     written.append(path)
     return written
 
@@ -251,25 +272,20 @@ def write_repository(
                     manifest["deployed_implementation"] = gbdt_implementation
                 manifest["raw_model_sha256"] = _sha256(models_dir / f"{step.name}.onnx")  # type: ignore[operator]
                 (staging / step.name / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        write_configs(spec, staging)
         version = (
             repository_version
             or hashlib.sha256("".join(f"{k}={v}" for k, v in sorted(checksums.items())).encode()).hexdigest()[
                 :12
             ]
         )
-        (staging / MANIFEST).write_text(
-            json.dumps(
-                {
-                    "pipeline": spec.name,
-                    "spec_version": spec.version,
-                    "repository_version": version,
-                    "models": checksums,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        identity = {
+            "pipeline": spec.name,
+            "spec_version": spec.version,
+            "repository_version": version,
+            "models": checksums,
+        }
+        write_configs(spec, staging, identity)
+        (staging / MANIFEST).write_text(json.dumps(identity, indent=2) + "\n")
         if out.exists():
             backup = out.with_name(f".{out.name}.old")
             shutil.rmtree(backup, ignore_errors=True)

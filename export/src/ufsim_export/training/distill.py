@@ -12,6 +12,7 @@ student learns it on the library's own resolution outputs of the same track (Lam
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -188,8 +189,6 @@ def train_step(
 
 
 def _set_training_seconds(path: Path, seconds: float) -> None:
-    import json
-
     manifest_path = path.with_suffix(".json")
     manifest = json.loads(manifest_path.read_text())
     manifest["training_seconds"] = round(seconds, 1)

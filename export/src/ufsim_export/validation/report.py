@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from tqdm.auto import tqdm
 
@@ -159,7 +160,7 @@ def _plt() -> Any:
     import matplotlib  # optional dependency (extra `train`), and the backend is set before pyplot loads
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred with matplotlib, after the backend is set
 
     return plt
 
@@ -760,8 +761,6 @@ def fidelity_section(data_dir: Path, models_dir: Path, *, quick: bool) -> Sectio
         fid = manifest.get("conversion_fidelity", {})
         metric, errors = fid.get("metric", "?"), fid.get("max_error", {})
         try:
-            import onnx
-
             model_proto = onnx.load(onnx_path)
             loose = 1e9  # measure, do not raise: the report compares with the target itself
             if (
