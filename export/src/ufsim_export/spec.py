@@ -209,9 +209,7 @@ def _bare_or(tag: str) -> Discriminator:
 
 
 BARE = "bare_name"
-_StepInput = Annotated[
-    Annotated[str, Tag(BARE)] | Annotated[_InputRef, Tag("inline")], _bare_or("inline")
-]
+_StepInput = Annotated[Annotated[str, Tag(BARE)] | Annotated[_InputRef, Tag("inline")], _bare_or("inline")]
 _StepOutput = Annotated[Annotated[str, Tag(BARE)] | Annotated[_Tensor, Tag("inline")], _bare_or("inline")]
 
 

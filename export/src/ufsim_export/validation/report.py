@@ -99,7 +99,9 @@ METHOD = [
     "library's class probabilities), N(0, 1) noise drawn by ufsim, labels from the library's `resolution` "
     "and `covariance` called through ctypes (`ufsim_export.training.library`, cached under "
     "`export/.cache/`); mean squared error of the Gaussianised outputs for the same conditions and noise "
-    "(`ufsim_export.training.distill`). The covariance model learns on the library's own chi2PerDoF, "
+    "(`ufsim_export.training.distill`); the resolution model then gets a one-epoch energy-score fine-tune "
+    "(fresh noise, 300k tracks) that restores the spread the regression loses where it cannot resolve the "
+    "map. The covariance model learns on the library's own chi2PerDoF, "
     "nDoF_f, ghostProb of the same track.",
     "- Tracking generators are validated on held-out tracks labelled by the library (validation-split "
     "particles, a noise seed no training uses): distributions with fresh N(0, 1) noise from a different "
