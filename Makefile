@@ -4,12 +4,13 @@
 PYTHON      ?= python3
 VENV        := .venv
 VENV_ORT    := .venv-ort119
+VENV_SQLAMARR := .venv-sqlamarr
 VENV_CHECKOV := .venv-checkov
 BIN         := $(VENV)/bin
 SHARED      ?= ../shared
 PYTEST_ARGS ?=
 
-.PHONY: help venv venv-ort119 venv-checkov test lint demo repository repository-cpu configs train validate bench clean
+.PHONY: help venv venv-ort119 venv-sqlamarr venv-checkov validate-pv test lint demo repository repository-cpu configs train validate bench clean
 
 help:
 	@echo "make demo        main job: embedded Triton + HepMC2 and Pythia events -> ntuple + report (runs/demo)"
@@ -18,6 +19,7 @@ help:
 	@echo "make repository-cpu  model_repository_cpu/: the same with native TreeEnsemble GBDTs (CPU-only servers)"
 	@echo "make train       retrain every reference model (export/models) from data and fixed seeds"
 	@echo "make validate    write export/reports/validation.md"
+	@echo "make validate-pv write export/reports/pv_sqlamarr.md (served PV model vs SQLamarr 0.0rc7)"
 	@echo "make bench       benchmarks -> benchmarks/results (perf_analyzer needs libb64-0d)"
 
 $(VENV)/.stamp: requirements/dev.txt export/pyproject.toml client/pyproject.toml deploy/local/pyproject.toml
@@ -36,6 +38,17 @@ $(VENV_ORT)/.stamp: requirements/ort-1.19.2.txt
 
 venv-ort119: $(VENV_ORT)/.stamp
 
+# SQLamarr (LHCb's stand-alone Lamarr) in its own environment: the reference the PV model is checked against.
+$(VENV_SQLAMARR)/.stamp: requirements/sqlamarr.txt
+	$(PYTHON) -m venv $(VENV_SQLAMARR)
+	$(VENV_SQLAMARR)/bin/pip install --quiet -r requirements/sqlamarr.txt
+	touch $@
+
+venv-sqlamarr: $(VENV_SQLAMARR)/.stamp
+
+validate-pv: venv venv-sqlamarr
+	$(BIN)/python -m ufsim_export.validation.pv_sqlamarr --out export/reports
+
 # checkov (tests/helm/test_checkov.py) would downgrade packages .venv pins: it gets its own environment.
 $(VENV_CHECKOV)/.stamp: requirements/checkov.txt
 	$(PYTHON) -m venv $(VENV_CHECKOV)
@@ -44,7 +57,7 @@ $(VENV_CHECKOV)/.stamp: requirements/checkov.txt
 
 venv-checkov: $(VENV_CHECKOV)/.stamp
 
-test: venv venv-ort119 venv-checkov
+test: venv venv-ort119 venv-sqlamarr venv-checkov
 	$(BIN)/ruff check export client deploy/local tests benchmarks
 	$(BIN)/mypy -p ufsim_export -p ufsim_client -p ufsim_serve
 	$(BIN)/pytest tests $(PYTEST_ARGS)
@@ -77,4 +90,4 @@ bench: venv
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf runs $(VENV) $(VENV_ORT) $(VENV_CHECKOV)
+	rm -rf runs $(VENV) $(VENV_ORT) $(VENV_SQLAMARR) $(VENV_CHECKOV)

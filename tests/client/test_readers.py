@@ -14,7 +14,7 @@ from ufsim_client.readers import Spectra, parse_gun_spec, spectra_from_pythia
 
 
 def test_hepmc2_lhcb_files(hepmc_files: list[Path]) -> None:
-    events = list(read_hepmc(hepmc_files))
+    events = list(read_hepmc(hepmc_files, crossing="event"))
     # README: 26 collisions, about 1,700 charged e/mu/pi/K/p with pz > 0 and status 1 or 999.
     assert [e.number for e in events] == list(range(26))
     assert sum(len(e) for e in events) == 1682
@@ -25,18 +25,44 @@ def test_hepmc2_lhcb_files(hepmc_files: list[Path]) -> None:
         assert event.n_tracks >= np.count_nonzero((eta > 2) & (eta < 5))
 
 
-def test_hepmc2_one_event_per_crossing(hepmc_files: list[Path]) -> None:
-    per_collision = list(read_hepmc(hepmc_files))
-    per_crossing = list(read_hepmc(hepmc_files, crossing="file"))
+def test_hepmc2_default_is_one_event_per_crossing(hepmc_files: list[Path]) -> None:
+    """The LHCb files are one bunch crossing each: the default gives the crossing's occupancy and PVs."""
+    per_collision = list(read_hepmc(hepmc_files, crossing="event"))
+    per_crossing = list(read_hepmc(hepmc_files))
     assert len(per_crossing) == 10
     assert sum(len(e) for e in per_crossing) == 1682
     # evt0 holds 3 collisions (events 0-2): the crossing's occupancy is their sum.
-    assert per_crossing[0].n_tracks == sum(e.n_tracks for e in per_collision[:3])
-    assert list(read_hepmc(hepmc_files, max_events=4, crossing="file"))[-1].number == 3
+    assert per_crossing[0].n_tracks == sum(e.n_tracks for e in per_collision[:3]) == 71
+    assert per_collision[0].n_tracks == 0
+    assert list(read_hepmc(hepmc_files, max_events=4))[-1].number == 3
+    # One PV per collision, 26 in all; each particle points at its own collision's PV.
+    assert sum(len(e.primary_vertices) for e in per_crossing) == 26
+    first = per_crossing[0]
+    assert first.primary_vertices[0] == pytest.approx([0.8785444568, -0.1689414982, -76.66676446])
+    for collision, event in zip(per_collision[:3], [first] * 3, strict=True):
+        own = event.own_pv[event.mc["GenEventNumber"] == collision.mc["GenEventNumber"][0]]
+        assert len(set(own.tolist())) <= 1
+
+
+def test_hepmc2_links_back_to_the_record(hepmc_files: list[Path]) -> None:
+    """SourceFile, GenEventNumber and MCKey find the very particle in the HepMC file (pyhepmc)."""
+    event = list(read_hepmc(hepmc_files, max_events=2))[1]
+    assert (event.mc["SourceFile"] == 1).all()
+    with pyhepmc.open(hepmc_files[1]) as source:
+        records = {gen.event_number: gen for gen in source}
+    for row in range(0, len(event), 7):
+        gen = records[int(event.mc["GenEventNumber"][row])]
+        particle = gen.particles[int(event.mc["MCKey"][row]) - 1]
+        assert particle.id == event.mc["MCKey"][row]
+        assert particle.pid == event.pid[row]
+        assert particle.momentum.pz == pytest.approx(event.momentum[row, 2], rel=1e-6)
+        mother = particle.production_vertex.particles_in[0]
+        assert (mother.pid, mother.id) == (event.mc["MC_MOTHER_ID"][row], event.mc["MC_MOTHER_KEY"][row])
 
 
 def test_hepmc_max_events(hepmc_files: list[Path]) -> None:
-    assert [e.number for e in read_hepmc(hepmc_files, max_events=5)] == [0, 1, 2, 3, 4]
+    numbers = [e.number for e in read_hepmc(hepmc_files, max_events=5, crossing="event")]
+    assert numbers == [0, 1, 2, 3, 4]
 
 
 def test_hepmc3_matches_hepmc2(hepmc_files: list[Path], tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def test_report(tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str])
     _fake_ntuple(ntuple)
     assert main(["report", str(ntuple), "--output", str(tmp_path / "report")]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
-    for png in ("track_types.png", "momentum_resolution.png", "rich_dllk.png", "pidmu.png"):
+    for png in ("efficiency_pi.png", "momentum_resolution.png", "richdllk.png", "pidmu.png"):
         assert (tmp_path / "report" / png).stat().st_size > 1000
         assert png in report
     assert "2000 particles in 100 events" in report

@@ -223,7 +223,7 @@ def test_command_line_root_parquet_and_report(triton: Any, hepmc_files: list[Pat
         "--retry-timeout",
         "60",
     ]
-    inputs = ["--input", *map(str, hepmc_files[:3]), "--events", "4"]
+    inputs = ["--input", *map(str, hepmc_files[:3]), "--events", "4", "--crossing", "event"]
     assert main([*common, *inputs, "--output", str(tmp_path / "hepmc.root")]) == 0
     assert main([*common, *inputs, "--output", str(tmp_path / "hepmc.parquet"), "--in-flight", "1"]) == 0
     root, parquet = read_ntuple(tmp_path / "hepmc.root"), read_ntuple(tmp_path / "hepmc.parquet")
@@ -236,7 +236,7 @@ def test_command_line_root_parquet_and_report(triton: Any, hepmc_files: list[Pat
     )
     assert len(read_ntuple(tmp_path / "gun.root")["eventNumber"]) == 200
     assert main(["report", str(tmp_path / "hepmc.root"), "--output", str(tmp_path / "report")]) == 0
-    assert (tmp_path / "report" / "rich_dllk.png").is_file()
+    assert (tmp_path / "report" / "richdllk.png").is_file()
 
 
 class _SignallingWriter(MemoryWriter):

@@ -13,6 +13,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from ufsim_export.graphs import pv
 from ufsim_export.repository.writer import (
     ensemble_config,
     ensemble_config_message,
@@ -35,6 +36,11 @@ def _messages(spec: PipelineSpec) -> dict[str, mc.ModelConfig]:
     return messages
 
 
+def _written_messages(spec: PipelineSpec) -> dict[str, mc.ModelConfig]:
+    """Every config write_configs writes: the pipeline's, and the PV model beside it."""
+    return {**_messages(spec), pv.MODEL_NAME: pv.model_config_message()}
+
+
 def test_every_model_has_a_template_config(spec: PipelineSpec) -> None:
     assert sorted(p.stem for p in TEMPLATES.glob("*.pbtxt")) == sorted(_messages(spec))
 
@@ -46,7 +52,7 @@ def test_template_config_equals_the_message(spec: PipelineSpec, name: str) -> No
 
 
 def test_written_text_parses_back_to_the_message(spec: PipelineSpec, tmp_path: Path) -> None:
-    messages = _messages(spec)
+    messages = _written_messages(spec)
     written = write_configs(spec, tmp_path)
     assert len(written) == len(messages)
     for path in written:

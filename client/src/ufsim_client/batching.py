@@ -16,8 +16,8 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from ufsim_client.events import Event
-from ufsim_client.keys import rng_keys
+from ufsim_client.events import MC_COLUMNS, Event
+from ufsim_client.keys import pv_keys, rng_keys
 
 __all__ = ["Batcher", "Reorderer", "Request"]
 
@@ -26,13 +26,23 @@ T = TypeVar("T")
 
 @dataclass
 class Request:
-    """One inference request: ``inputs`` are the tensors to send, keyed by input name."""
+    """One inference request: ``inputs`` are the tensors to send, keyed by input name.
+
+    ``truth`` holds the particles' generator links (:data:`~ufsim_client.events.MC_COLUMNS`) and
+    ``n_pvs``; ``pv_true``/``pv_keys`` the distinct primary vertices the particles come from (input of
+    the PV model; a PV met in two requests is sent twice and, having one key, reconstructed the same
+    way) and ``pv_row`` each particle's row among them (-1: no PV).
+    """
 
     id: int
     event: NDArray[np.int64]
     index: NDArray[np.int32]
     inputs: dict[str, NDArray[Any]]
     last_event: int = -1
+    truth: dict[str, NDArray[Any]] = field(default_factory=dict)
+    pv_true: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 3)))
+    pv_keys: NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
+    pv_row: NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
 
     def __len__(self) -> int:
         return len(self.event)
@@ -91,9 +101,60 @@ class Batcher:
         }
         last = chunks[-1]
         finished = last.number if last.stop == len(last.event) else last.number - 1
-        request = Request(self._next_id, event, index, inputs, last_event=finished)
+        request = Request(self._next_id, event, index, inputs, last_event=finished, truth=_truth(chunks))
+        request.pv_true, request.pv_keys, request.pv_row = self._vertices(chunks)
         self._next_id += 1
         return request
+
+    def _vertices(
+        self, chunks: list[_Chunk]
+    ) -> tuple[NDArray[np.float64], NDArray[np.uint64], NDArray[np.int32]]:
+        rows: dict[tuple[int, int], int] = {}
+        positions: list[NDArray[np.float64]] = []
+        numbers: list[int] = []
+        indices: list[int] = []
+        pv_row = []
+        for c in chunks:
+            pvs = c.event.primary_vertices
+            if pvs is None or c.event.own_pv is None:
+                pv_row.append(np.full(c.stop - c.start, -1, dtype=np.int32))
+                continue
+            own = c.event.own_pv[c.start : c.stop]
+            for k in np.unique(own[own >= 0]).tolist():
+                if (c.number, k) not in rows:
+                    rows[(c.number, k)] = len(positions)
+                    positions.append(pvs[k])
+                    numbers.append(c.number)
+                    indices.append(k)
+            pv_row.append(np.asarray([rows[(c.number, k)] if k >= 0 else -1 for k in own.tolist()], np.int32))
+        keys = pv_keys(self.seed, np.asarray(numbers, np.int64), np.asarray(indices, np.int64))
+        true = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+        return true, keys.astype(np.uint64), np.concatenate(pv_row)
+
+
+def _truth(chunks: list[_Chunk]) -> dict[str, NDArray[Any]]:
+    """Generator links of the chunks' particles (each column's default where a reader gave none)."""
+    columns: dict[str, NDArray[Any]] = {}
+    for name, (dtype, default) in MC_COLUMNS.items():
+        parts = []
+        for c in chunks:
+            mc = c.event.mc
+            if mc is not None and name in mc:
+                parts.append(mc[name][c.start : c.stop])
+            else:
+                parts.append(np.full(c.stop - c.start, default, dtype=dtype))
+        columns[name] = np.concatenate(parts).astype(dtype)
+    columns["nPVs"] = np.concatenate(
+        [
+            np.full(
+                c.stop - c.start,
+                0 if c.event.primary_vertices is None else len(c.event.primary_vertices),
+                np.int32,
+            )
+            for c in chunks
+        ]
+    )
+    return columns
 
 
 class Reorderer(Generic[T]):

@@ -8,13 +8,14 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from importlib import metadata
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from ufsim_client.endpoints import TlsSettings, discover_token, parse_endpoints
 from ufsim_client.errors import ContractError, InputError, ServerError, UfsimError
 from ufsim_client.events import Event
+from ufsim_client.provenance import client_version, provenance
 from ufsim_client.readers import (
     GunSpec,
     generate_pythia,
@@ -74,13 +75,31 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ufsim", description="LHCb ultra-fast simulation client for a Triton ufsim server."
     )
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log messages (-vv for debug)"
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {metadata.version('ufsim-client')}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {client_version()}")
+    # -v/-q are accepted after the command too; absent there, the main parser's values stay.
+    logging_options = argparse.ArgumentParser(add_help=False)
+    for target in (parser, logging_options):
+        target.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=0 if target is parser else argparse.SUPPRESS,
+            help="more log messages (-vv for debug); before or after the command",
+        )
+        target.add_argument(
+            "-q",
+            "--quiet",
+            action="count",
+            default=0 if target is parser else argparse.SUPPRESS,
+            help="errors only; before or after the command",
+        )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    sim = commands.add_parser("simulate", help="simulate events on one or more servers and write an ntuple")
+    sim = commands.add_parser(
+        "simulate",
+        parents=[logging_options],
+        help="simulate events on one or more servers and write an ntuple",
+    )
     sim.add_argument(
         "--server",
         action="append",
@@ -109,6 +128,19 @@ def _parser() -> argparse.ArgumentParser:
         help="particle gun, e.g. 'pid=211/321,p=2000:100000,eta=2:5,n=50' or spectra.npz",
     )
     sim.add_argument("--events", type=int, metavar="N", help="events to simulate (all of --input by default)")
+    sim.add_argument(
+        "--redecay",
+        type=int,
+        metavar="PDG",
+        help="with --pythia: ReDecay, the underlying event generated once and this particle re-decayed",
+    )
+    sim.add_argument(
+        "--redecay-times",
+        type=int,
+        default=10,
+        metavar="N",
+        help="with --redecay: events made from each underlying event (default 10)",
+    )
     sim.add_argument("--seed", type=int, required=True, metavar="S", help="job seed (rng keys, generators)")
     sim.add_argument("--output", type=Path, required=True, metavar="FILE", help="ntuple, .root or .parquet")
     sim.add_argument("--batch-size", type=int, default=8192, help="particles per request (default 8192)")
@@ -117,8 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--crossing",
         choices=("event", "file"),
-        default="event",
-        help="HepMC: one event per GenEvent (default) or per file (bunch crossing)",
+        default="file",
+        help="HepMC: one event per file (a bunch crossing of several collisions, as LHCb writes them; "
+        "default) or one per GenEvent",
     )
     sim.add_argument(
         "--retry-timeout",
@@ -149,7 +182,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--tree", default="ufsim", help="TTree name for ROOT output (default ufsim)")
     sim.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    spectra = commands.add_parser("gun-spectra", help="sample production spectra from Pythia once, for --gun")
+    spectra = commands.add_parser(
+        "gun-spectra", parents=[logging_options], help="sample production spectra from Pythia once, for --gun"
+    )
     spectra.add_argument(
         "--pythia", default="default", metavar="CARD", help="Pythia settings file (default card)"
     )
@@ -157,8 +192,12 @@ def _parser() -> argparse.ArgumentParser:
     spectra.add_argument("--seed", type=int, default=1, metavar="S")
     spectra.add_argument("--output", type=Path, required=True, metavar="FILE", help="histogram file (.npz)")
 
-    report = commands.add_parser("report", help="markdown report with plots from an ntuple")
-    report.add_argument("ntuple", type=Path, help="ntuple written by 'ufsim simulate'")
+    report = commands.add_parser(
+        "report", parents=[logging_options], help="markdown report with plots from an ntuple"
+    )
+    report.add_argument(
+        "ntuple", type=Path, nargs="+", help="ntuple written by 'ufsim simulate'; two to compare (B over A)"
+    )
     report.add_argument("--output", type=Path, required=True, metavar="DIR")
     report.add_argument("--tree", default="ufsim", help="TTree name for ROOT input (default ufsim)")
     return parser
@@ -174,7 +213,19 @@ def _events(args: argparse.Namespace, gun: GunSpec | None) -> Iterator[Event]:
     elif gun is not None:
         yield from particle_gun(gun, seed=args.seed, n_events=args.events)
     else:
-        yield from generate_pythia(args.pythia, seed=args.seed, n_events=args.events)
+        yield from generate_pythia(
+            args.pythia,
+            seed=args.seed,
+            n_events=args.events,
+            redecay=args.redecay,
+            redecay_times=args.redecay_times,
+        )
+
+
+def _source_kind(args: argparse.Namespace) -> str:
+    if args.input:
+        return "parquet" if args.input[0].suffix.lower() in (".parquet", ".pq") else "hepmc"
+    return "gun" if args.gun else "pythia"
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
@@ -207,7 +258,19 @@ def _simulate(args: argparse.Namespace) -> int:
         tables = [f for f in args.input if f.suffix.lower() in (".parquet", ".pq")]
         if tables and len(args.input) > 1:
             raise InputError("input", "pass one parquet table alone (several would repeat event numbers)")
+    if args.redecay is not None and args.pythia is None:
+        raise InputError("redecay", "--redecay works with --pythia (in-process generation) only")
+    if args.redecay_times < 1:
+        raise InputError("redecay_times", f"expected --redecay-times >= 1, not {args.redecay_times}")
     gun = parse_gun_spec(args.gun) if args.gun else None
+    record = provenance(
+        seed=args.seed,
+        inputs=args.input or [p for p in (args.pythia, args.gun) if p and Path(p).is_file()],
+        command_line=[Path(sys.argv[0]).name, *(sys.argv[1:] if args.argv is None else args.argv)],
+        source=_source_kind(args),
+        crossing=args.crossing if args.input else None,
+        redecay={"pdg": args.redecay, "times": args.redecay_times} if args.redecay is not None else None,
+    )
     options = {"tree": args.tree} if args.output.suffix.lower() == ".root" else {}
     retry = RetryPolicy(total_timeout=args.retry_timeout, connect_timeout=args.connect_timeout)
     with ServerPool(endpoints, model=args.model, retry=retry, tls=tls, token=token) as pool:
@@ -220,7 +283,7 @@ def _simulate(args: argparse.Namespace) -> int:
             raise
         try:
             _raise_deferred()
-            summary = _run(args, gun, pool, writer)
+            summary = _run(args, gun, pool, writer, record)
         except BaseException:
             writer.abort()
             raise
@@ -228,7 +291,9 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, gun: GunSpec | None, pool: ServerPool, writer: Writer) -> Summary:
+def _run(
+    args: argparse.Namespace, gun: GunSpec | None, pool: ServerPool, writer: Writer, record: dict[str, Any]
+) -> Summary:
     return simulate(
         _events(args, gun),
         pool,
@@ -239,13 +304,15 @@ def _run(args: argparse.Namespace, gun: GunSpec | None, pool: ServerPool, writer
         total_events=args.events,
         progress=not args.no_progress,
         model=args.model,
+        provenance=record,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input, 3 server failure)."""
     args = _parser().parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
+    args.argv = None if argv is None else list(argv)
+    level = logging.ERROR if args.quiet else logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     previous = {}
     if threading.current_thread() is threading.main_thread():  # handlers can only be set there

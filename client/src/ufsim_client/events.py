@@ -12,6 +12,7 @@ whatever their pz sign or whether they are sent (eta > 2 implies pz > 0 anyway).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -20,6 +21,7 @@ from ufsim_client.errors import InputError
 
 __all__ = [
     "ETA_RANGE",
+    "MC_COLUMNS",
     "SIMULATED_PIDS",
     "Event",
     "count_n_tracks",
@@ -32,6 +34,21 @@ SIMULATED_PIDS: tuple[int, ...] = (11, 13, 211, 321, 2212)
 
 ETA_RANGE: tuple[float, float] = (2.0, 5.0)
 """Pseudorapidity range of the particles counted in ``n_tracks`` (LHCb acceptance)."""
+
+MC_COLUMNS: dict[str, tuple[type[np.generic], int]] = {
+    "SourceFile": (np.int32, -1),
+    "GenEventNumber": (np.int64, -1),
+    "MCKey": (np.int64, -1),
+    "MC_MOTHER_ID": (np.int32, 0),
+    "MC_MOTHER_KEY": (np.int64, -1),
+}
+"""Per-particle links back to the generator record: column -> (dtype, value when the reader has none).
+
+``SourceFile`` indexes the input file list (kept in the output's provenance), ``GenEventNumber`` is the
+generator's event number (HepMC) or counter (Pythia), ``MCKey`` the particle's id in the generator
+record (HepMC particle id, Pythia record index, row of a parquet table), ``MC_MOTHER_ID`` the PDG id of
+its first mother (0: none) and ``MC_MOTHER_KEY`` that mother's ``MCKey`` (-1: none).
+"""
 
 _ACCEPTED = ", ".join(f"±{p}" for p in SIMULATED_PIDS)
 
@@ -73,6 +90,9 @@ class Event:
         n_tracks: event occupancy (see the module docstring), finite and >= 0.
         number: event number used for the particles' rng keys; ``None`` lets
             :func:`ufsim_client.simulate` number events in the order it receives them.
+        mc: optional per-particle generator links, keyed by :data:`MC_COLUMNS` names, shape ``(n,)``.
+        primary_vertices: optional true primary vertices of the event (one per collision), mm, ``(k, 3)``.
+        own_pv: optional index into ``primary_vertices`` of each particle's own PV, ``(n,)``; -1: none.
 
     Raises:
         InputError: naming the field that has the wrong dtype or shape, a NaN or infinite value,
@@ -84,6 +104,9 @@ class Event:
     momentum: NDArray[np.float32]
     n_tracks: float
     number: int | None = None
+    mc: dict[str, NDArray[Any]] | None = None
+    primary_vertices: NDArray[np.float64] | None = None
+    own_pv: NDArray[np.int32] | None = None
 
     def __post_init__(self) -> None:
         where = "" if self.number is None else f" (event {self.number})"
@@ -102,6 +125,27 @@ class Event:
         self.n_tracks = n_tracks
         if self.number is not None and (not isinstance(self.number, int | np.integer) or self.number < 0):
             raise InputError("number", f"event numbers are integers >= 0, not {self.number!r}")
+        if self.mc is not None:
+            self.mc = _as_mc(self.mc, n, where)
+        self._check_vertices(n, where)
+
+    def _check_vertices(self, n: int, where: str) -> None:
+        if self.primary_vertices is None:
+            if self.own_pv is not None:
+                raise InputError("own_pv", f"given without primary_vertices{where}")
+            return
+        pvs = np.asarray(self.primary_vertices, dtype=np.float64)
+        if pvs.ndim != 2 or pvs.shape[1] != 3 or not np.isfinite(pvs).all():
+            raise InputError(
+                "primary_vertices", f"expected finite (k, 3) positions in mm, not shape {pvs.shape}{where}"
+            )
+        self.primary_vertices = pvs
+        own = np.zeros(n, dtype=np.int32) if self.own_pv is None else np.asarray(self.own_pv)
+        if own.shape != (n,) or own.dtype.kind not in "iu" or (own < -1).any() or (own >= len(pvs)).any():
+            raise InputError(
+                "own_pv", f"expected {n} integers in -1..{len(pvs) - 1} (indices of primary_vertices){where}"
+            )
+        self.own_pv = own.astype(np.int32)
 
     def __len__(self) -> int:
         return len(self.pid)
@@ -121,6 +165,23 @@ def _as_pid(values: object, where: str) -> NDArray[np.int32]:
             f"unknown or not simulated PDG id(s) {unknown}{where}; accepted values are {_ACCEPTED}",
         )
     return arr.astype(np.int32)
+
+
+def _as_mc(values: dict[str, Any], n: int, where: str) -> dict[str, NDArray[Any]]:
+    unknown = sorted(set(values) - set(MC_COLUMNS))
+    if unknown:
+        raise InputError(
+            "mc", f"unknown generator-link column(s) {unknown}{where}; accepted: {list(MC_COLUMNS)}"
+        )
+    out = {}
+    for name, array in values.items():
+        arr = np.asarray(array)
+        if arr.shape != (n,) or arr.dtype.kind not in "iu":
+            raise InputError(
+                name, f"expected {n} integers (one per particle), not {arr.dtype}{arr.shape}{where}"
+            )
+        out[name] = arr.astype(MC_COLUMNS[name][0])
+    return out
 
 
 def _as_vectors(name: str, values: object, n: int, where: str) -> NDArray[np.float32]:

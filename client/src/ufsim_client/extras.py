@@ -5,7 +5,17 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__all__ = ["matplotlib_pyplot", "pyarrow", "pyarrow_parquet", "pyhepmc", "pythia8mc", "uproot"]
+__all__ = [
+    "hist",
+    "hist_intervals",
+    "matplotlib_pyplot",
+    "mplhep",
+    "pyarrow",
+    "pyarrow_parquet",
+    "pyhepmc",
+    "pythia8mc",
+    "uproot",
+]
 
 
 def _load(module: str, extra: str, package: str) -> ModuleType:
@@ -49,3 +59,20 @@ def matplotlib_pyplot() -> ModuleType:
     matplotlib = _load("matplotlib", "report", "matplotlib")
     matplotlib.use("Agg")
     return _load("matplotlib.pyplot", "report", "matplotlib")
+
+
+def hist() -> ModuleType:
+    """hist (boost-histogram), for ``ufsim report`` (extra ``report``)."""
+    return _load("hist", "report", "hist")
+
+
+def hist_intervals() -> ModuleType:
+    """hist.intervals (binomial intervals; needs scipy), for ``ufsim report`` (extra ``report``)."""
+    _load("scipy.stats", "report", "scipy")
+    return _load("hist.intervals", "report", "hist")
+
+
+def mplhep() -> ModuleType:
+    """mplhep (LHCb plot style, histogram drawing), for ``ufsim report`` (extra ``report``)."""
+    matplotlib_pyplot()
+    return _load("mplhep", "report", "mplhep")

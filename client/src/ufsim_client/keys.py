@@ -9,6 +9,9 @@ where ``mix`` is SplitMix64's output function applied after adding the golden-ra
 (Steele, Lea, Flood 2014; the ``splitmix64`` of java.util.SplittableRandom):
 ``z += 0x9E3779B97F4A7C15; z = (z ^ z>>30) * 0xBF58476D1CE4E5B9; z = (z ^ z>>27) * 0x94D049BB133111EB;
 return z ^ z>>31``, all arithmetic modulo 2**64. Seeds, events and indices are taken modulo 2**64.
+
+Primary vertex ``k`` of an event (the PV model's ``rng_key``) uses index ``PV_INDEX_OFFSET + k``, which
+no particle index (int32) reaches, so PV and particle noise never share a key.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["rng_keys", "splitmix64"]
+__all__ = ["PV_INDEX_OFFSET", "pv_keys", "rng_keys", "splitmix64"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -50,3 +53,12 @@ def rng_keys(seed: int, event: ArrayLike, index: ArrayLike) -> NDArray[np.uint64
     seed_key = splitmix64(np.asarray([int(seed) & _MASK], dtype=np.uint64))
     ev, idx = np.broadcast_arrays(_as_u64(event), _as_u64(index))
     return splitmix64(splitmix64(seed_key ^ ev) ^ idx)
+
+
+PV_INDEX_OFFSET = 1 << 32
+"""Added to a primary vertex's index within its event to form its key's index."""
+
+
+def pv_keys(seed: int, event: ArrayLike, pv: ArrayLike) -> NDArray[np.uint64]:
+    """Keys of primary vertices ``pv`` (index within the event) of events ``event``."""
+    return rng_keys(seed, event, np.asarray(pv, dtype=np.int64) + PV_INDEX_OFFSET)

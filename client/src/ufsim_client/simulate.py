@@ -19,7 +19,10 @@ from ufsim_client.batching import Batcher, Reorderer, Request
 from ufsim_client.errors import InputError
 from ufsim_client.events import Event
 from ufsim_client.ntuple import make_columns
+from ufsim_client.provenance import provenance as make_provenance
+from ufsim_client.provenance import served_identity
 from ufsim_client.transport import RetryPolicy, ServerPool
+from ufsim_client.vertices import PV_MODEL, PvReconstruction
 from ufsim_client.writers import Writer
 
 __all__ = ["Summary", "simulate"]
@@ -80,6 +83,8 @@ def simulate(
     progress: bool = False,
     model: str = "pipeline",
     retry: RetryPolicy | None = None,
+    pv_model: str | None = PV_MODEL,
+    provenance: dict[str, Any] | None = None,
 ) -> Summary:
     """Simulate ``events`` on the servers and write one row per particle to ``writer``, in order.
 
@@ -93,6 +98,11 @@ def simulate(
         max_in_flight: requests sent concurrently.
         total_events: expected number of events, for the progress bar.
         progress: show a tqdm progress bar on stderr.
+        pv_model: the served PV reconstruction model for the events' primary vertices (OWNPV_*, IP);
+            None, or a server without it (a warning), leaves those columns at their sentinel.
+        provenance: the run's provenance record (:func:`ufsim_client.provenance.provenance`; a minimal
+            one from ``seed`` by default); the servers' identity is added and the record handed to
+            the writer's ``set_provenance`` before the first row.
 
     Raises:
         InputError: an invalid event (the field is named); nothing is left at the writer's target.
@@ -136,6 +146,17 @@ def simulate(
                 contract.max_batch_size,
             )
             batch_size = contract.max_batch_size
+        record = dict(provenance) if provenance is not None else make_provenance(seed=seed)
+        record["server"] = served_identity(pool, pool.model)
+        record["pv_model"] = pv_model
+        vertices = PvReconstruction(pool, pv_model) if pv_model else None
+        if vertices is not None and not vertices.available():
+            log.warning("the servers do not serve %r: OWNPV_* and IP columns are left at -9999", pv_model)
+            vertices = None
+            record["pv_model"] = None
+        set_provenance = getattr(writer, "set_provenance", None)
+        if set_provenance is not None:
+            set_provenance(record)
         batcher = Batcher(seed=seed, batch_size=batch_size)
         last = -1
         for event in itertools.chain([] if first is None else [first], stream):
@@ -146,11 +167,11 @@ def simulate(
             counts["events"] += 1
             for request in batcher.add(event, number):
                 collect(max_in_flight - 1)
-                in_flight[executor.submit(pool.infer, request.id, request.inputs)] = request
+                in_flight[executor.submit(_infer, pool, vertices, request)] = request
                 counts["requests"] += 1
         for request in batcher.flush():
             collect(max_in_flight - 1)
-            in_flight[executor.submit(pool.infer, request.id, request.inputs)] = request
+            in_flight[executor.submit(_infer, pool, vertices, request)] = request
             counts["requests"] += 1
         collect(0)
         if reorder.pending:
@@ -178,6 +199,14 @@ def simulate(
     )
     log.info("%s", summary)
     return summary
+
+
+def _infer(pool: ServerPool, vertices: PvReconstruction | None, request: Request) -> dict[str, NDArray[Any]]:
+    """The pipeline's outputs for ``request``, with the PV model's for its primary vertices."""
+    outputs = pool.infer(request.id, request.inputs)
+    if vertices is not None and len(request.pv_keys):
+        outputs.update(vertices.infer(request.id, request.pv_true, request.pv_keys))
+    return outputs
 
 
 IDENTITY_KEY = "ufsim_repository"

@@ -11,12 +11,18 @@ process, on this host, is gone. Outputs get the permissions the umask allows (li
 ``metadata`` (key -> text) is the hook for provenance: whatever is in it at :meth:`~_AtomicWriter.close`
 is stored in the file (parquet: the file's key-value metadata, ``pyarrow.parquet.read_metadata``;
 ROOT: one ``TObjString`` per key).
+
+Every file records how it was made (:mod:`ufsim_client.provenance`, set by :meth:`set_provenance`
+before closing): ROOT files hold the JSON as the TObjString ``ufsim_provenance`` and give each
+dimensioned branch the title ``NAME [unit]``; parquet files hold it in the schema metadata key
+``ufsim`` and the units in each field's metadata key ``unit`` (:data:`ufsim_client.ntuple.UNITS`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import logging
 import os
 import re
@@ -30,7 +36,7 @@ from numpy.typing import NDArray
 
 from ufsim_client import extras
 from ufsim_client.errors import UfsimError
-from ufsim_client.ntuple import schema
+from ufsim_client.ntuple import UNITS, schema
 
 __all__ = ["MemoryWriter", "OutputError", "ParquetWriter", "RootWriter", "Writer", "open_writer"]
 
@@ -93,10 +99,15 @@ class MemoryWriter:
 
     def __init__(self) -> None:
         self._chunks: list[Columns] = []
+        self.provenance: dict[str, Any] | None = None
         self.metadata: dict[str, str] = {}
 
     def write(self, columns: Columns) -> None:
         self._chunks.append(columns)
+
+    def set_provenance(self, provenance: dict[str, Any]) -> None:
+        """Keep the run's provenance record (see :mod:`ufsim_client.provenance`)."""
+        self.provenance = provenance
 
     def close(self) -> None:
         pass
@@ -138,6 +149,11 @@ class _AtomicWriter:
         self._buffer: list[Columns] = []
         self._buffered = 0
         self._done = False
+        self.provenance: dict[str, Any] | None = None
+
+    def set_provenance(self, provenance: dict[str, Any]) -> None:
+        """The run's provenance record, written into the file when it is closed."""
+        self.provenance = provenance
 
     def write(self, columns: Columns) -> None:
         self._buffer.append(columns)
@@ -197,25 +213,53 @@ class _AtomicWriter:
 
 
 class ParquetWriter(_AtomicWriter):
-    """Parquet file, one row group per chunk."""
+    """Parquet file, one row group per chunk, opened at the first chunk.
+
+    Provenance set before the first chunk goes into the schema metadata; set later, into the file's
+    key-value metadata.
+    """
 
     def __init__(self, path: str | os.PathLike[str], *, chunk_rows: int = 100_000) -> None:
         super().__init__(path, chunk_rows=chunk_rows)
         pa = extras.pyarrow()
-        pq = extras.pyarrow_parquet()
+        extras.pyarrow_parquet()
         self._arrow_schema = pa.schema(
-            [(name, pa.from_numpy_dtype(dtype)) for name, dtype in self.schema.items()]
+            [
+                pa.field(
+                    name,
+                    pa.from_numpy_dtype(dtype),
+                    metadata={"unit": UNITS[name]} if name in UNITS else None,
+                )
+                for name, dtype in self.schema.items()
+            ]
         )
-        self._writer = pq.ParquetWriter(str(self.tmp_path), self._arrow_schema)
+        self._writer: Any = None
+
+    def _open(self) -> Any:
+        if self._writer is None:
+            pq = extras.pyarrow_parquet()
+            schema = self._arrow_schema
+            if self.provenance is not None:
+                schema = schema.with_metadata({"ufsim": json.dumps(self.provenance)})
+                self._written_provenance = self.provenance
+            self._writer = pq.ParquetWriter(str(self.tmp_path), schema)
+        return self._writer
 
     def _write_chunk(self, rows: Columns) -> None:
         pa = extras.pyarrow()
-        self._writer.write_table(pa.table(rows, schema=self._arrow_schema))
+        self._open().write_table(pa.table(rows, schema=self._arrow_schema))
 
     def _finish(self) -> None:
+        writer = self._open()
         if self.metadata:
-            self._writer.add_key_value_metadata(dict(self.metadata))
-        self._writer.close()
+            writer.add_key_value_metadata(dict(self.metadata))
+        if (
+            self.provenance is not None
+            and not self._done
+            and getattr(self, "_written_provenance", None) is None
+        ):
+            writer.add_key_value_metadata({"ufsim": json.dumps(self.provenance)})
+        writer.close()
 
 
 class RootWriter(_AtomicWriter):
@@ -228,14 +272,25 @@ class RootWriter(_AtomicWriter):
         uproot = extras.uproot()
         self._file = uproot.recreate(str(self.tmp_path))
         self._tree = self._file.mktree(tree, dict(self.schema.items()), title="ufsim particles")
+        _set_branch_titles(self._tree, {name: f"{name} [{unit}]" for name, unit in UNITS.items()})
 
     def _write_chunk(self, rows: Columns) -> None:
         self._tree.extend(rows)
 
     def _finish(self) -> None:
+        if self.provenance is not None and not self._done:
+            self._file["ufsim_provenance"] = json.dumps(self.provenance)
         for key, text in self.metadata.items():
             self._file[key] = text
         self._file.close()
+
+
+def _set_branch_titles(tree: Any, titles: dict[str, str]) -> None:
+    """Branch titles (units) before the first basket; uproot has no public API for them (uproot5#785)."""
+    for branch in tree._cascading._branch_data:
+        if branch.get("fName") in titles:
+            branch["fTitle"] = titles[branch["fName"]]
+    tree._cascading.write_anew(tree._file.sink)
 
 
 def open_writer(path: str | os.PathLike[str], **options: Any) -> ParquetWriter | RootWriter:

@@ -161,7 +161,10 @@ def _draw(
 
 
 def particle_gun(spec: GunSpec | str, *, seed: int, n_events: int) -> Iterator[Event]:
-    """``n_events`` gun events numbered 0..n_events-1."""
+    """``n_events`` gun events numbered 0..n_events-1; the common origin is the event's PV.
+
+    ``MCKey`` is the particle's index in the gun event, ``GenEventNumber`` the event number.
+    """
     gun = parse_gun_spec(spec) if isinstance(spec, str) else spec
     for number in range(n_events):
         rng = np.random.default_rng([int(seed) & _MASK, number])
@@ -182,7 +185,19 @@ def particle_gun(spec: GunSpec | str, *, seed: int, n_events: int) -> Iterator[E
         else:
             origin = np.tile(np.asarray(gun.origin, dtype=np.float64), (gun.n, 1))
         n_tracks = gun.n_tracks if gun.n_tracks is not None else count_n_tracks(pid, momentum)
-        yield Event(pid=pid, origin=origin, momentum=momentum, n_tracks=n_tracks, number=number)
+        links = {
+            "GenEventNumber": np.full(gun.n, number, dtype=np.int64),
+            "MCKey": np.arange(gun.n, dtype=np.int64),
+        }
+        yield Event(
+            pid=pid,
+            origin=origin,
+            momentum=momentum,
+            n_tracks=n_tracks,
+            number=number,
+            mc=links,
+            primary_vertices=origin[:1],
+        )
 
 
 def spectra_from_pythia(

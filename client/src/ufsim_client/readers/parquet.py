@@ -10,7 +10,8 @@ Columns (one row per particle; rows of an event are kept in file order; events a
 | ``px``, ``py``, ``pz`` | float | true momentum, MeV |
 | ``n_tracks`` (optional) | float | event occupancy; by default the event's rows with 2 < eta < 5 |
 
-Every row is simulated: an unknown pid, a NaN or a wrong type is an error naming the column.
+Every row is simulated: ``MCKey`` is the row's index in the table, ``GenEventNumber`` its ``event``
+and ``SourceFile`` 0 (the table). An unknown pid, a NaN or a wrong type is an error naming the column.
 """
 
 from __future__ import annotations
@@ -77,4 +78,9 @@ def read_parquet(path: str | os.PathLike[str], *, max_events: int | None = None)
             momentum=momentum,
             n_tracks=n_tracks_value,
             number=int(data["event"][rows[0]]),
+            mc={
+                "SourceFile": np.zeros(len(rows), dtype=np.int32),
+                "GenEventNumber": data["event"][rows].astype(np.int64),
+                "MCKey": rows.astype(np.int64),
+            },
         )

@@ -36,6 +36,7 @@ from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from numpy.typing import NDArray
 from tritonclient.grpc import model_config_pb2 as mc
 
+from ..graphs import pv
 from ..graphs.builder import ONNX_TYPES
 from ..graphs.steps import adapt_learnt, build_graph_step
 from ..spec import PipelineSpec, SpecError, StepSpec, TensorSpec
@@ -233,6 +234,7 @@ def write_configs(spec: PipelineSpec, out: Path, manifest: dict[str, object] | N
     (out / spec.name / "1" / ".gitkeep").touch()  # an ensemble's version directory is empty but required
     _write_atomic(path, ensemble_config(spec, identity_parameters(manifest)))
     written.append(path)
+    written.append(pv.write_config(out))
     return written
 
 
@@ -272,6 +274,7 @@ def write_repository(
                     manifest["deployed_implementation"] = gbdt_implementation
                 manifest["raw_model_sha256"] = _sha256(models_dir / f"{step.name}.onnx")  # type: ignore[operator]
                 (staging / step.name / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        checksums[pv.MODEL_NAME] = _sha256(pv.write_model(staging))
         version = (
             repository_version
             or hashlib.sha256("".join(f"{k}={v}" for k, v in sorted(checksums.items())).encode()).hexdigest()[
