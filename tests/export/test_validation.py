@@ -89,8 +89,10 @@ def test_report_from_quick_models(shared_data: Path, tmp_path: Path) -> None:
     text = path.read_text()
     assert path.name == "validation.md"
     for heading in ("## Summary", "## Acceptance and tracking efficiency", "## Tracking resolution",
-                    "## Tracking covariance", "## Conversion fidelity"):  # fmt: skip
+                    "## Tracking covariance", "## Resolution + covariance as served", "## Per-track parity",
+                    "## Conversion fidelity"):  # fmt: skip
         assert heading in text
+    assert "parity median" in text and "tracking_ndof.png" in text
     figures = sorted(p.name for p in (tmp_path / "reports" / "figures").glob("*.png"))
     assert "efficiency_curves.png" in figures and "tracking_resolution_overlay.png" in figures
     for name in figures:

@@ -424,8 +424,8 @@ def _header(samples: list[_Sample], lines: list[str]) -> None:
             inputs = ", ".join(i["name"] for i in record.get("inputs", [])) or "generated"
             made = f"ufsim {record.get('ufsim_version')}, seed {record.get('seed')}"
             lines.append(
-                f"  {made}, model {server.get('model')} {repo.get('versions', '')} "
-                f"{repo.get('parameters', '')}, inputs: {inputs}"
+                f"  {made}, model {server.get('model')} of repository "
+                f"{repo.get('repository_version', 'unknown')}, inputs: {inputs}"
             )
 
 

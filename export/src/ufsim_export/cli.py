@@ -67,7 +67,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.only in (None, "tracking"):
         if not args.data.is_dir():
             raise SystemExit(f"--data {args.data}: no such directory (the Lamarr 2016 tracking sample)")
-        tracking.train(args.data, args.out, seed=args.seed, quick=args.quick)
+        steps = tuple(args.steps or tracking.STEPS)
+        tracking.train(args.data, args.out, seed=args.seed, quick=args.quick, steps=steps)
     if args.only in (None, "pid"):
         pid.train(args.out, seed=args.seed, quick=args.quick)
     print(f"training took {time.perf_counter() - start:.0f} s; models in {args.out}")
@@ -119,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("export/models"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", choices=["tracking", "pid"])
+    p.add_argument(
+        "--steps",
+        nargs="+",
+        choices=["acceptance", "tracking_efficiency", "tracking_resolution", "tracking_covariance"],
+        help="tracking models to train (default: all four)",
+    )
     p.add_argument("--quick", action="store_true", help="tiny subsample, few epochs (tests)")
     p.set_defaults(func=_train)
     p = sub.add_parser("validate", help="write the validation report (export/reports/validation.md)")

@@ -10,9 +10,9 @@
   loss is weighted by 0.1 + 0.9 * acceptance (focus where it is used, without abandoning the rest).
 - ``tracking_resolution`` and ``tracking_covariance``: Lamarr's generator architecture with its
   quantile preprocessing built in (:class:`~.common.QuantileResidualGenerator`), fitted to the
-  deterministic map (conditions, library noise) -> library outputs; the noise of every label is
-  regenerated bit for bit with the data's ``noise.py``. The covariance generator is conditioned on
-  the library's own track-quality outputs (chi2PerDoF, nDoF_f, ghostProb) of the same track.
+  library's own deterministic map (conditions, noise) -> outputs on tracks labelled by the library
+  itself (:mod:`.library`, :mod:`.distill`). The covariance generator is conditioned on the library's
+  own track-quality outputs (chi2PerDoF, nDoF_f, ghostProb) of the same track.
 
 A validation split of whole events (20 %, :func:`~.common.event_split`) is never trained on; the
 manifests carry metrics measured on it.
@@ -33,23 +33,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
-from ..metrics import w1_over_sigma
 from ..spec import PipelineSpec, default_spec_path, load_spec
+from . import distill
 from .common import (
-    QuantileResidualGenerator,
     event_split,
-    fit_deterministic,
-    fit_energy,
     git_commit,
     library_versions,
     save_gbdt,
-    save_generator,
     seed_everything,
     sha256_files,
 )
+from .library import library_path
 
 ACCEPTANCE_FILE = "train_acceptance_efficiency.parquet"
 RESOLUTION_FILE = "train_resolution_covariance.parquet"
@@ -74,42 +70,20 @@ class GBDTConfig:
 
 
 @dataclass(frozen=True)
-class GeneratorConfig:
-    """Generator architecture and deterministic-fit schedule."""
-
-    width: int = 128
-    n_residual: int = 10
-    epochs: int = 20
-    batch_size: int = 2048
-    lr: float = 2e-3
-    energy_epochs: int = 0
-    energy_lr: float = 3e-4
-    max_rows: int | None = None
-
-
-@dataclass(frozen=True)
 class TrainConfig:
     """Everything `make train` fixes, per model."""
 
     acceptance: GBDTConfig
     efficiency: GBDTConfig
-    resolution: GeneratorConfig
-    covariance: GeneratorConfig
 
 
 FULL = TrainConfig(
     acceptance=GBDTConfig(n_estimators=25, max_depth=6, num_leaves=32, learning_rate=0.4),
     efficiency=GBDTConfig(n_estimators=20, max_depth=6, num_leaves=32, learning_rate=0.4),
-    resolution=GeneratorConfig(n_residual=10, epochs=8, batch_size=1024, energy_epochs=2),
-    covariance=GeneratorConfig(n_residual=8, epochs=7, batch_size=1024, energy_epochs=2),
 )
 QUICK = TrainConfig(
     acceptance=GBDTConfig(n_estimators=10, max_depth=4, num_leaves=15, max_rows=20_000),
     efficiency=GBDTConfig(n_estimators=10, max_depth=4, num_leaves=15, max_rows=20_000),
-    resolution=GeneratorConfig(
-        width=32, n_residual=2, epochs=1, batch_size=512, energy_epochs=1, max_rows=12_000
-    ),
-    covariance=GeneratorConfig(width=32, n_residual=2, epochs=1, batch_size=512, max_rows=12_000),
 )
 
 
@@ -270,92 +244,6 @@ def classifier_metrics(
     }
 
 
-# ------------------------------------------------------------------------------------------- generators
-def fit_generator(
-    conditions: np.ndarray,
-    noise: np.ndarray,
-    outputs: np.ndarray,
-    val: tuple[np.ndarray, np.ndarray, np.ndarray],
-    *,
-    continuous: list[int],
-    config: GeneratorConfig,
-    seed: int,
-    desc: str,
-) -> tuple[QuantileResidualGenerator, dict[str, Any]]:
-    """Quantile-preprocessed residual generator fitted to (conditions, noise) -> outputs."""
-    torch.manual_seed(seed)
-    module = QuantileResidualGenerator(
-        conditions.shape[1],
-        noise.shape[1],
-        outputs.shape[1],
-        width=config.width,
-        n_residual=config.n_residual,
-        continuous=continuous,
-    )
-    module.fit_transforms(conditions, outputs)
-    vc, vz, vy = val
-    history = fit_deterministic(
-        module.core,
-        module.core_conditions(conditions),
-        noise,
-        module.gaussianise_outputs(outputs),
-        val=(module.core_conditions(vc), vz, module.gaussianise_outputs(vy)),
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        seed=seed,
-        desc=desc,
-    )
-    fit: dict[str, Any] = {
-        "loss": "MSE of the core's standardised Gaussianised outputs vs the library's, same noise",
-        "train_loss": [round(v, 5) for v in history.train],
-        "val_loss": [round(v, 5) for v in history.val],
-        "fit_seconds": round(history.seconds, 1),
-    }
-    if config.energy_epochs:
-        energy = fit_energy(
-            module.core,
-            module.core_conditions(conditions),
-            module.gaussianise_outputs(outputs),
-            noise_dim=noise.shape[1],
-            epochs=config.energy_epochs,
-            batch_size=config.batch_size,
-            lr=config.energy_lr,
-            seed=seed + 1,
-            desc=f"{desc} (energy)",
-        )
-        fit["energy_fine_tune"] = {
-            "loss": "energy score of the standardised Gaussianised outputs, fresh N(0,1) noise",
-            "train_loss": [round(v, 5) for v in energy.train],
-            "fit_seconds": round(energy.seconds, 1),
-        }
-    module.eval()
-    return module, fit
-
-
-def generator_metrics(
-    module: torch.nn.Module,
-    conditions: np.ndarray,
-    outputs: np.ndarray,
-    names: tuple[str, ...],
-    *,
-    seed: int,
-) -> dict[str, Any]:
-    """W1/σ per output on held-out conditions with fresh N(0, 1) noise (not the library's stream)."""
-    noise = np.random.default_rng(seed + 1000).standard_normal((len(conditions), module.noise_dim))
-    with torch.no_grad():
-        generated = module(
-            torch.as_tensor(conditions, dtype=torch.float32), torch.as_tensor(noise, dtype=torch.float32)
-        ).numpy()
-    return {
-        "rows": len(conditions),
-        "noise": "fresh N(0,1), numpy default_rng, not the training stream",
-        "w1_over_sigma": {
-            n: round(w1_over_sigma(outputs[:, j], generated[:, j]), 5) for j, n in enumerate(names)
-        },
-    }
-
-
 # ------------------------------------------------------------------------------------------- training
 def _base_manifest(
     step: str, inputs: tuple[str, ...], data_sha: str, seed: int, config: Any
@@ -374,13 +262,19 @@ def _base_manifest(
 
 
 def train(
-    data_dir: Path, out_dir: Path, *, seed: int = 0, quick: bool = False, order: tuple[str, ...] = ()
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    quick: bool = False,
+    order: tuple[str, ...] = (),
+    steps: tuple[str, ...] = STEPS,
 ) -> list[Path]:
     """Train the four tracking models from ``data_dir`` and write their artifacts to ``out_dir``.
 
     Writes ``<step>.onnx/.json`` (+ originals). ``quick``: tiny subsample, tiny networks, one epoch
     (tests). ``order``: train these steps first (the models do not depend on each other; each step
-    seeds itself).
+    seeds itself). ``steps``: train only these.
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     config = QUICK if quick else FULL
@@ -393,6 +287,10 @@ def train(
         ("tracking_resolution", lambda: _train_resolution(data_dir, out_dir, cols, config, data_sha, seed)),
         ("tracking_covariance", lambda: _train_covariance(data_dir, out_dir, cols, config, data_sha, seed)),
     ]
+    unknown = sorted(set(steps) - set(STEPS))
+    if unknown:
+        raise ValueError(f"steps {unknown}: expected some of {list(STEPS)}")
+    jobs = [job for job in jobs if job[0] in steps]
     if order:
         jobs = sorted(jobs, key=lambda job: order.index(job[0]) if job[0] in order else len(order))
     for name, job in tqdm(jobs, desc="tracking models", unit="model"):
@@ -481,81 +379,37 @@ def _verification_rows(X: np.ndarray, preferred: np.ndarray, n: int = 10_000) ->
     return X[rows]
 
 
-def _tracks(data_dir: Path, seed: int, max_rows: int | None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    df, val = load_tracks(data_dir, seed=0)
-    rng = np.random.default_rng(seed)
-    train_idx = np.flatnonzero(~val)[_subsample(int((~val).sum()), max_rows, rng)]
-    val_idx = np.flatnonzero(val)[_subsample(int(val.sum()), max_rows, rng)]
-    return df, train_idx, val_idx
-
-
-def _train_generator_step(
-    step: str,
-    data_dir: Path,
-    out_dir: Path,
-    cond_cols: tuple[str, ...],
-    out_cols: tuple[str, ...],
-    noise_key: str,
-    gen_config: GeneratorConfig,
-    data_sha: str,
-    seed: int,
-) -> Path:
-    start = time.perf_counter()
-    seed_everything(seed)
-    df, tr, va = _tracks(data_dir, seed, gen_config.max_rows)
-    C = df[list(cond_cols)].to_numpy(np.float32)
-    Y = df[list(out_cols)].to_numpy(np.float32)
-    rows = df["noise_row"].to_numpy(np.int64)
-    flags = {"mc_is_e", "mc_is_mu", "mc_is_h", "is_long", "is_upstream", "is_downstream"}
-    continuous = [i for i, c in enumerate(cond_cols) if c not in flags]
-    Z_tr = library_noise(data_dir, noise_key, rows[tr])
-    Z_va = library_noise(data_dir, noise_key, rows[va])
-    module, fit = fit_generator(
-        C[tr],
-        Z_tr,
-        Y[tr],
-        (C[va], Z_va, Y[va]),
-        continuous=continuous,
-        config=gen_config,
-        seed=seed,
-        desc=step,
-    )
-    manifest = _base_manifest(step, cond_cols, data_sha, seed, gen_config)
-    manifest["outputs"] = list(out_cols)
-    manifest["architecture"] = (
-        f"quantile transform of {len(continuous)} continuous conditions -> concat(conditions, "
-        f"{Z_tr.shape[1]} noise) -> Dense({gen_config.width}, tanh) -> {gen_config.n_residual} x residual "
-        f"tanh({gen_config.width}) -> Dense({len(out_cols)}) -> inverse quantile transform per output"
-    )
-    manifest["training"] = {
-        "method": "deterministic fit to the library map (conditions, noise) -> outputs"
-        + (", then energy-score fine-tune" if gen_config.energy_epochs else ""),
-        "noise": f"noise.py {noise_key}, rows = noise_row",
-        "train_rows": len(tr),
-        **fit,
-    }
-    manifest["validation"] = generator_metrics(module, C[va], Y[va], out_cols, seed=seed)
-    path, _ = save_generator(
-        module, out_dir, step, conditions=_verification_rows(C, va), noise_dim=Z_tr.shape[1],
-        manifest=manifest, seed=seed,
-    )  # fmt: skip
-    _finish_manifest(path, time.perf_counter() - start)
-    return path
-
-
 def _train_resolution(
     data_dir: Path, out_dir: Path, cols: Columns, config: TrainConfig, data_sha: str, seed: int
 ) -> Path:
-    return _train_generator_step(
+    return _train_from_library(
         "tracking_resolution", data_dir, out_dir, cols.resolution_conditions, cols.resolution_outputs,
-        "RESOLUTION_KEY", config.resolution, data_sha, seed,
+        distill.QUICK_RESOLUTION if config is QUICK else distill.FULL_RESOLUTION, data_sha, seed,
     )  # fmt: skip
 
 
 def _train_covariance(
     data_dir: Path, out_dir: Path, cols: Columns, config: TrainConfig, data_sha: str, seed: int
 ) -> Path:
-    return _train_generator_step(
+    return _train_from_library(
         "tracking_covariance", data_dir, out_dir, cols.covariance_conditions, cols.covariance_outputs,
-        "COVARIANCE_KEY", config.covariance, data_sha, seed,
+        distill.QUICK_COVARIANCE if config is QUICK else distill.FULL_COVARIANCE, data_sha, seed,
+    )  # fmt: skip
+
+
+def _train_from_library(
+    step: str,
+    data_dir: Path,
+    out_dir: Path,
+    cond_cols: tuple[str, ...],
+    out_cols: tuple[str, ...],
+    config: distill.DistillConfig,
+    data_sha: str,
+    seed: int,
+) -> Path:
+    """The generator fitted to the library's own map on library-labelled tracks (:mod:`.distill`)."""
+    particles, val = load_particles(data_dir, seed=0)
+    return distill.train_step(
+        step, data_dir, out_dir, particles, val, cond_cols, out_cols, config, seed=seed,
+        data_sha=sha256_files([data_dir / ACCEPTANCE_FILE, library_path(data_dir)]),
     )  # fmt: skip
