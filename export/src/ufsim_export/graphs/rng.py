@@ -14,7 +14,7 @@ Algorithm (SplitMix64 finaliser, Steele et al. 2014, which passes BigCrush):
                regions of 4096 cells, linear inside a cell; the 2048 smallest f exactly) gives |z| to 3e-6,
                |z| <= 6.34. Integer ops, compares, Where, Floor, Gather, Mul and Add only: the same bits in
                numpy and any runtime at any batch position (ONNX Runtime's vectorised Log/Sqrt/Sin/Cos are
-               not), 1.25-1.56x cheaper than the exactly rounded Box-Muller it replaced, any dim.
+               not), about 1.5x cheaper than the exactly rounded Box-Muller it replaced, any dim.
 
 ONNX Runtime 1.19.2 (NGC 24.10) has no uint64 Add or Mul on CPU, so the multiplications run as
 int64 (two's-complement wrap-around gives the same bits) between bit-preserving Casts.
