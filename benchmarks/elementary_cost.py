@@ -177,9 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "![cost](elementary_cost.png)",
         "",
-        "These functions run only in the `features` step and in the Box-Muller normals that feed each "
-        "generator its noise; `serving_reference/serving.md` gives each step's share of server time "
-        "(the GBDTs dominate).",
+        "These functions run only in the `features` step (the generators' normal noise comes from a "
+        "quantile table, `graphs/rng.py`); `cpu_memory/report.md` gives each step's share of the CPU.",
         "",
     ]
     (args.out / "elementary_cost.md").write_text("\n".join(lines))
