@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,17 @@ def toy_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ufsim_export.testing.toy import write_toy_repository
 
     return write_toy_repository(tmp_path_factory.mktemp("toy") / "model_repository", seed=0)
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tls.crt, tls.key, ca.crt (self-signed for 127.0.0.1, by openssl), as in a kubernetes.io/tls Secret."""
+    folder = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-keyout", str(folder / "tls.key"), "-out", str(folder / "tls.crt")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (folder / "ca.crt").write_bytes((folder / "tls.crt").read_bytes())
+    return folder

@@ -170,19 +170,6 @@ def test_help_never_suggests_listening_everywhere_without_tls() -> None:
     assert "--tls-cert" in result.stdout and "--host" in result.stdout
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A self-signed certificate for 127.0.0.1 (openssl), tls.crt and tls.key."""
-    folder = tmp_path_factory.mktemp("tls")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(folder / "tls.key"), "-out", str(folder / "tls.crt")],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return folder
-
-
 def test_serves_other_machines_over_tls(small_repository: Path, certificate: Path, tmp_path: Path) -> None:
     running = Running(
         small_repository, tmp_path / "serve.log", "--host", "0.0.0.0",
