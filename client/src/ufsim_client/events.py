@@ -53,12 +53,13 @@ its first mother (0: none) and ``MC_MOTHER_KEY`` that mother's ``MCKey`` (-1: no
 _ACCEPTED = ", ".join(f"±{p}" for p in SIMULATED_PIDS)
 
 
-def pseudorapidity(momentum: NDArray[np.floating]) -> NDArray[np.float64]:
+def pseudorapidity(momentum: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
     """Pseudorapidity of momenta ``(n, 3)``; +inf/-inf along the beam axis."""
     mom = np.asarray(momentum, dtype=np.float64)
     pt = np.hypot(mom[:, 0], mom[:, 1])
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.arcsinh(mom[:, 2] / pt)
+        eta: NDArray[np.float64] = np.arcsinh(mom[:, 2] / pt)
+    return eta
 
 
 def select_simulated(pid: ArrayLike, momentum: ArrayLike) -> NDArray[np.bool_]:
@@ -99,9 +100,10 @@ class Event:
             an unknown pid, or no particles at all.
     """
 
-    pid: NDArray[np.int32]
-    origin: NDArray[np.float32]
-    momentum: NDArray[np.float32]
+    # Readers pass int64/float64 arrays; __post_init__ converts them to int32/float32.
+    pid: NDArray[np.integer[Any]]
+    origin: NDArray[np.floating[Any]]
+    momentum: NDArray[np.floating[Any]]
     n_tracks: float
     number: int | None = None
     mc: dict[str, NDArray[Any]] | None = None
@@ -117,7 +119,7 @@ class Event:
         self.origin = _as_vectors("origin", self.origin, n, where)
         self.momentum = _as_vectors("momentum", self.momentum, n, where)
         try:
-            n_tracks = float(self.n_tracks)  # type: ignore[arg-type]
+            n_tracks = float(self.n_tracks)
         except (TypeError, ValueError):
             raise InputError("n_tracks", f"expected a number, not {self.n_tracks!r}{where}") from None
         if not np.isfinite(n_tracks) or n_tracks < 0:

@@ -27,9 +27,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -40,6 +40,8 @@ from tritonclient.utils import InferenceServerException
 from ufsim_client.contract import OUTPUT_COLUMNS, Contract, parse_identity, parse_metadata
 from ufsim_client.endpoints import Endpoint, TlsSettings, Token, parse_endpoint
 from ufsim_client.errors import ContractError, ServerError
+
+_T = TypeVar("_T")
 
 __all__ = ["RetryPolicy", "ServerPool", "is_transient"]
 
@@ -335,7 +337,7 @@ class ServerPool:
             server.contract, server.identity = contract, identity
         return server.contract
 
-    def _call(self, what: str, fn: Any) -> Any:
+    def _call(self, what: str, fn: Callable[[_Server], _T]) -> _T:
         with self._lock:
             start = self._current
         policy = self.retry

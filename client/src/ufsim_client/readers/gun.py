@@ -212,10 +212,12 @@ def spectra_from_pythia(
     from ufsim_client.events import pseudorapidity, select_simulated
     from ufsim_client.readers.pythia import pythia_records
 
-    p_edges = (
+    p_edges: NDArray[np.float64] = (
         np.linspace(2.0, 6.0, 41) if log10p_edges is None else np.asarray(log10p_edges, dtype=np.float64)
     )
-    e_edges = np.linspace(1.0, 6.0, 51) if eta_edges is None else np.asarray(eta_edges, dtype=np.float64)
+    e_edges: NDArray[np.float64] = (
+        np.linspace(1.0, 6.0, 51) if eta_edges is None else np.asarray(eta_edges, dtype=np.float64)
+    )
     pids = np.array(sorted({s * p for p in SIMULATED_PIDS for s in (1, -1)}), dtype=np.int64)
     counts = np.zeros((len(pids), len(p_edges) - 1, len(e_edges) - 1))
     for pid, momentum, _ in pythia_records(card, seed=seed, n_events=n_events):
@@ -228,7 +230,8 @@ def spectra_from_pythia(
         species = np.searchsorted(pids, pid[keep])
         for k in np.unique(species):
             sel = species == k
-            counts[k] += np.histogram2d(log_p[sel], eta[sel], bins=(p_edges, e_edges))[0]
+            # numpy 1.26's stubs type histogram2d's bins as ints only (their own TODO); edge arrays are valid
+            counts[k] += np.histogram2d(log_p[sel], eta[sel], bins=(p_edges, e_edges))[0]  # type: ignore[arg-type]
     present = counts.reshape(len(pids), -1).sum(axis=1) > 0
     if not present.any():
         raise InputError("pythia", f"no simulated particle in {n_events} Pythia events")

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ufsim_client import extras
 from ufsim_client.errors import InputError
@@ -48,10 +49,10 @@ MAX_COLLISIONS = 30
 class _Collision:
     """Final-state particles of one GenEvent, their links to the record and the collision's PV."""
 
-    pid: np.ndarray
-    momentum: np.ndarray
-    origin: np.ndarray
-    mc: dict[str, np.ndarray]
+    pid: NDArray[np.int64]
+    momentum: NDArray[np.float64]
+    origin: NDArray[np.float64]
+    mc: dict[str, NDArray[Any]]
     pv: tuple[float, float, float]
 
 
@@ -91,7 +92,7 @@ def _collision(ev: Any, final_status: frozenset[int], source: int) -> _Collision
         pv = _position(particles[0].production_vertex, len_scale)
     else:
         pv = event_pos
-    mc: dict[str, np.ndarray] = {
+    mc: dict[str, NDArray[Any]] = {
         "SourceFile": np.full(n, source, dtype=np.int32),
         "GenEventNumber": np.full(n, ev.event_number, dtype=np.int64),
         "MCKey": np.asarray(arrays.id, dtype=np.int64),

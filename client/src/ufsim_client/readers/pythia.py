@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ufsim_client import extras
 from ufsim_client.errors import InputError
@@ -80,7 +81,7 @@ def _pythia(card: str | os.PathLike[str] | None, seed: int, extra: tuple[str, ..
     return pythia
 
 
-_Record = tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]
+_Record = tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64], dict[str, NDArray[Any]]]
 
 
 def _record(event: Any, counter: int, start: int = 0) -> _Record:
@@ -100,7 +101,7 @@ def _record(event: Any, counter: int, start: int = 0) -> _Record:
             mother_key.append(mother if mother > 0 else -1)
             mother_id.append(event[mother].id() if mother > 0 else 0)
     n = len(pid)
-    links: dict[str, np.ndarray] = {
+    links: dict[str, NDArray[Any]] = {
         "SourceFile": np.full(n, -1, dtype=np.int32),
         "GenEventNumber": np.full(n, counter, dtype=np.int64),
         "MCKey": np.asarray(key, dtype=np.int64),
@@ -115,7 +116,7 @@ def _record(event: Any, counter: int, start: int = 0) -> _Record:
     )
 
 
-def _primary_vertex(event: Any) -> np.ndarray:
+def _primary_vertex(event: Any) -> NDArray[np.float64]:
     """The collision vertex: production vertex of the incoming beam (vertex spread included), mm."""
     beam = event[1]
     return np.asarray([[beam.xProd(), beam.yProd(), beam.zProd()]], dtype=np.float64)
@@ -123,7 +124,7 @@ def _primary_vertex(event: Any) -> np.ndarray:
 
 def pythia_records(
     card: str | os.PathLike[str] | None, *, seed: int, n_events: int
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+) -> Iterator[tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]]:
     """Final-state (pid, momentum [MeV], origin [mm]) arrays of ``n_events`` Pythia events."""
     for pid, momentum, origin, _, _ in _pythia_events(card, seed=seed, n_events=n_events):
         yield pid, momentum, origin
@@ -131,7 +132,15 @@ def pythia_records(
 
 def _pythia_events(
     card: str | os.PathLike[str] | None, *, seed: int, n_events: int
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]]:
+) -> Iterator[
+    tuple[
+        NDArray[np.int64],
+        NDArray[np.float64],
+        NDArray[np.float64],
+        dict[str, NDArray[Any]],
+        NDArray[np.float64],
+    ]
+]:
     pythia = _pythia(card, seed)
     produced = 0
     while produced < n_events:
@@ -154,7 +163,15 @@ def _without(record: _Record, keys: list[int]) -> _Record:
 
 def _redecayed_events(
     card: str | os.PathLike[str] | None, *, seed: int, n_events: int, signal: int, times: int
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]]:
+) -> Iterator[
+    tuple[
+        NDArray[np.int64],
+        NDArray[np.float64],
+        NDArray[np.float64],
+        dict[str, NDArray[Any]],
+        NDArray[np.float64],
+    ]
+]:
     """ReDecay copies; the underlying event is converted once and each copy adds its decay products."""
     pythia8 = extras.pythia8mc()
     pythia = _pythia(card, seed, (f"{abs(signal)}:mayDecay = off",))

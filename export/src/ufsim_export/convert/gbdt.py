@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+from numpy.typing import NDArray
 from onnx import version_converter
 
 from ._onnx_utils import keep_outputs, name_nodes, rename_tensor, set_shape
@@ -107,7 +108,8 @@ def _gemm_aggregation(self: Any, x: torch.Tensor) -> torch.Tensor:
     and the tree axis when there is one tree.
     """
     output = x.reshape(self.n_trees, -1).t().reshape(-1, self.n_gbdt_classes, self.n_trees_per_class).sum(2)
-    return self.post_transform(output)
+    result: torch.Tensor = self.post_transform(output)
+    return result
 
 
 def _patch_gemm(executor: torch.nn.Module) -> None:
@@ -183,13 +185,13 @@ def _exact_parameters(family: str) -> Iterator[None]:
         original_init(self, lefts, rights, features, float32_thresholds(thresholds, "<="), values)
 
     if family != "xgboost":
-        cls.__init__ = init  # type: ignore[method-assign]
+        cls.__init__ = init
     if family == "sklearn-hgb":
         hb_sklearn_gbdt._get_parameters_hist_gbdt = _hist_gbdt_parameters
     try:
         yield
     finally:
-        cls.__init__ = original_init  # type: ignore[method-assign]
+        cls.__init__ = original_init
         hb_sklearn_gbdt._get_parameters_hist_gbdt = original_hist
 
 
@@ -202,11 +204,12 @@ class _ProbabilitiesOnly(torch.nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         out = self.executor(features)
-        return out[-1] if isinstance(out, tuple) else out
+        probabilities: torch.Tensor = out[-1] if isinstance(out, tuple) else out
+        return probabilities
 
 
 def _hummingbird(
-    model: Any, family: str, sample: np.ndarray, implementation: str, opset: int
+    model: Any, family: str, sample: NDArray[np.float32], implementation: str, opset: int
 ) -> onnx.ModelProto:
     import hummingbird.ml  # deferred: see _patch_gemm
 
@@ -223,11 +226,12 @@ def _hummingbird(
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # torch.jit re-exports TracerWarning without listing it in __all__
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
         torch.onnx.export(
             wrapper,
             (trace_input,),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # torch's stub omits the file-like targets export accepts
             dynamo=False,
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
@@ -294,7 +298,7 @@ def _native(model: Any, family: str, n_features: int, opset: int) -> onnx.ModelP
     return _normalise_opsets(onnx_model, opset)
 
 
-def _float64_thresholds(model: Any, family: str) -> dict[int, np.ndarray]:
+def _float64_thresholds(model: Any, family: str) -> dict[int, NDArray[np.float64]]:
     """Feature index -> every float64 ``<=`` split threshold of the fitted model on that feature."""
     found: dict[int, list[float]] = {}
     if family == "sklearn-gb":
@@ -320,7 +324,7 @@ def _float64_thresholds(model: Any, family: str) -> dict[int, np.ndarray]:
     return {feature: np.unique(values) for feature, values in found.items()}
 
 
-def _exact_native_thresholds(onnx_model: onnx.ModelProto, thresholds: dict[int, np.ndarray]) -> None:
+def _exact_native_thresholds(onnx_model: onnx.ModelProto, thresholds: dict[int, NDArray[np.float64]]) -> None:
     """Give every ``BRANCH_LEQ`` node the float32 threshold that splits float32 inputs like the original.
 
     A node's float64 original is found by feature and by its value (rounded to nearest, or already
@@ -372,7 +376,7 @@ def _normalise_opsets(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
 
 
 def gbdt_to_onnx(
-    model: Any, sample: np.ndarray, *, implementation: str = "perf_tree_trav", opset: int = 17
+    model: Any, sample: NDArray[Any], *, implementation: str = "perf_tree_trav", opset: int = 17
 ) -> onnx.ModelProto:
     """Convert a fitted GBDT classifier to ONNX: ``features`` [N, F] -> ``probabilities`` [N, n_classes].
 

@@ -48,13 +48,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from numpy.typing import NDArray
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import log_loss, roc_auc_score
 from torch import nn
@@ -112,13 +113,13 @@ class PartialQuantileGenerator(QuantileResidualGenerator):
         super().__init__(*args, **kwargs)
         self.passthrough = tuple(int(j) for j in passthrough)
 
-    def fit_transforms(self, conditions: np.ndarray, outputs: np.ndarray) -> None:
+    def fit_transforms(self, conditions: NDArray[Any], outputs: NDArray[Any]) -> None:
         """Fit the transforms, then replace the passthrough columns' output maps by the identity."""
         super().fit_transforms(conditions, outputs)
         if not self.passthrough:
             return
-        inverse_x: list[np.ndarray | None] = []
-        inverse_y: list[np.ndarray | None] = []
+        inverse_x: list[NDArray[Any] | None] = []
+        inverse_y: list[NDArray[Any] | None] = []
         for j, (x, u) in enumerate(self._forward_out):
             inverse_x.append(None if j in self.passthrough else u)
             inverse_y.append(None if j in self.passthrough else x)
@@ -190,9 +191,9 @@ def sample_sha256(frame: pd.DataFrame) -> str:
 
 def fit_energy_score(
     module: QuantileResidualGenerator,
-    conditions: np.ndarray,
-    outputs: np.ndarray,
-    weights: np.ndarray | None = None,
+    conditions: NDArray[Any],
+    outputs: NDArray[Any],
+    weights: NDArray[Any] | None = None,
     *,
     steps: int = 3000,
     batch_size: int = 1024,
@@ -224,11 +225,12 @@ def fit_energy_score(
         noise = torch.randn((2 * batch_size, core.noise_dim), generator=gen)
         pred = (core(xb.repeat(2, 1), noise) - core.out_mean) / core.out_scale
         p1, p2 = pred[:batch_size], pred[batch_size:]
+        dist: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
         dist = lambda a, b: torch.sqrt(((a - b) ** 2).sum(dim=1) + 1e-8)  # noqa: E731
         score = 0.5 * (dist(p1, yb) + dist(p2, yb)) - 0.5 * dist(p1, p2)
         loss = (wb * score).mean()
         optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is unannotated
         optimiser.step()
         schedule.step()
         running += float(loss.detach())
@@ -240,16 +242,17 @@ def fit_energy_score(
     return history
 
 
-def sample_generator(module: nn.Module, conditions: np.ndarray, *, seed: int = 0) -> np.ndarray:
+def sample_generator(module: nn.Module, conditions: NDArray[Any], *, seed: int = 0) -> NDArray[np.float64]:
     """Outputs of a generator for ``conditions`` with fresh N(0, 1) noise (float64)."""
     noise = np.random.default_rng(seed).standard_normal((len(conditions), NOISE_DIM)).astype(np.float32)
     module.eval()
-    out = []
+    out: list[NDArray[Any]] = []
     with torch.no_grad():
         for i in range(0, len(conditions), 65536):
             c = torch.as_tensor(conditions[i : i + 65536], dtype=torch.float32)
             out.append(module(c, torch.as_tensor(noise[i : i + 65536])).numpy())
-    return np.concatenate(out).astype(np.float64)
+    samples: NDArray[np.float64] = np.concatenate(out).astype(np.float64)
+    return samples
 
 
 def generator_metrics(
@@ -275,7 +278,7 @@ def generator_metrics(
     return {"rows": len(frame), "w1_over_sigma": w1, "w1_over_sigma_max": worst, "two_sample_auc": auc}
 
 
-def is_muon_efficiency(frame: pd.DataFrame, probability: np.ndarray) -> dict[str, Any]:
+def is_muon_efficiency(frame: pd.DataFrame, probability: NDArray[Any]) -> dict[str, Any]:
     """isMuon efficiency per species and momentum bin: calibration truth vs the model's mean P(isMuon)."""
     p_gev = 10 ** frame["mc_log10_p"].to_numpy() / 1e3
     bins = np.digitize(p_gev, P_BINS_GEV) - 1
@@ -372,7 +375,7 @@ def _muon_sample(n_mu: int, n_hadron_pool: int, seed: int) -> pd.DataFrame:
     return both
 
 
-def global_conditions(frame: pd.DataFrame) -> np.ndarray:
+def global_conditions(frame: pd.DataFrame) -> NDArray[np.float64]:
     """The global PID's 16 conditions from a calibration frame (muon LLs 0 where isMuon == 0)."""
     flag = frame["isMuon"].to_numpy(np.float64)[:, None]
     muon = np.where(flag > 0, frame[list(MUON_COLUMNS)].to_numpy(np.float64), 0.0)
@@ -381,7 +384,7 @@ def global_conditions(frame: pd.DataFrame) -> np.ndarray:
     )
 
 
-def global_targets(frame: pd.DataFrame) -> np.ndarray:
+def global_targets(frame: pd.DataFrame) -> NDArray[np.float64]:
     """Training targets of the global PID's inner generator.
 
     PIDe, PIDK, PIDp, PIDmu minus the matching RICH DLL (RichDLLe, RichDLLk, RichDLLp, RichDLLmu),
@@ -410,14 +413,13 @@ def train_generator_step(step: str, out_dir: Path, *, seed: int, quick: bool) ->
     data |= {"data_sha256": sample_sha256(frame), "validation_seed": data_seed + 2}
     if step == "rich":
         inputs, outputs = list(PID_FEATURES), list(RICH_COLUMNS)
-        module: nn.Module = _generator(len(inputs), len(outputs), CONTINUOUS_PID, size)
+        module: QuantileResidualGenerator | MaskedGlobalPID
+        module = inner = _generator(len(inputs), len(outputs), CONTINUOUS_PID, size)
         cond = frame[inputs].to_numpy(np.float64)
-        inner = module
     elif step == "muon":
         inputs, outputs = list(PID_FEATURES), list(MUON_COLUMNS)
-        module = _generator(len(inputs), len(outputs), CONTINUOUS_PID, size)
+        module = inner = _generator(len(inputs), len(outputs), CONTINUOUS_PID, size)
         cond = frame[inputs].to_numpy(np.float64)
-        inner = module
     else:
         inputs, outputs = list(GLOBAL_INPUTS), list(GLOBAL_COLUMNS)
         continuous = (*CONTINUOUS_PID, *range(len(PID_FEATURES), len(GLOBAL_INPUTS) - 1))

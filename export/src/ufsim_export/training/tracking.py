@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike, NDArray
 from tqdm.auto import tqdm
 
 from ..spec import PipelineSpec, default_spec_path, load_spec
@@ -129,15 +130,17 @@ def noise_module(data_dir: Path) -> ModuleType:
     return module
 
 
-def library_noise(data_dir: Path, key_name: str, rows: np.ndarray) -> np.ndarray:
+def library_noise(data_dir: Path, key_name: str, rows: ArrayLike) -> NDArray[Any]:
     """The exact N(0, 1) noise the library used for ``rows`` (``noise_row``) of stream ``key_name``."""
     noise = noise_module(data_dir)
     key = getattr(noise, key_name)
     rows = np.asarray(rows, np.int64)
     lo, hi = int(rows.min()), int(rows.max()) + 1
     if hi - lo <= 2 * len(rows):
-        return noise.noise(key, lo, hi)[rows - lo]
-    return np.concatenate([noise.noise(key, int(r), int(r) + 1) for r in rows])
+        block: NDArray[Any] = noise.noise(key, lo, hi)[rows - lo]
+        return block
+    parts: list[NDArray[Any]] = [noise.noise(key, int(r), int(r) + 1) for r in rows]
+    return np.concatenate(parts)
 
 
 def data_hash(data_dir: Path) -> str:
@@ -146,7 +149,7 @@ def data_hash(data_dir: Path) -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def load_particles(data_dir: Path, *, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+def load_particles(data_dir: Path, *, seed: int = 0) -> tuple[pd.DataFrame, NDArray[np.bool_]]:
     """The acceptance/efficiency sample and its validation mask (whole events); cached, do not modify."""
     df = pd.read_parquet(Path(data_dir) / ACCEPTANCE_FILE)
     return df, event_split(
@@ -155,7 +158,7 @@ def load_particles(data_dir: Path, *, seed: int = 0) -> tuple[pd.DataFrame, np.n
 
 
 @functools.lru_cache(maxsize=2)
-def load_tracks(data_dir: Path, *, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+def load_tracks(data_dir: Path, *, seed: int = 0) -> tuple[pd.DataFrame, NDArray[np.bool_]]:
     """The resolution/covariance sample and its validation mask (the same events as :func:`load_particles`).
 
     Gun particles (event -1) are split per row in each file, so a gun track's particle row may sit on
@@ -167,7 +170,7 @@ def load_tracks(data_dir: Path, *, seed: int = 0) -> tuple[pd.DataFrame, np.ndar
     )
 
 
-def _subsample(n: int, max_rows: int | None, rng: np.random.Generator) -> np.ndarray:
+def _subsample(n: int, max_rows: int | None, rng: np.random.Generator) -> NDArray[np.integer[Any]]:
     if max_rows is None or n <= max_rows:
         return np.arange(n)
     return np.sort(rng.choice(n, max_rows, replace=False))
@@ -175,8 +178,12 @@ def _subsample(n: int, max_rows: int | None, rng: np.random.Generator) -> np.nda
 
 # ------------------------------------------------------------------------------------------- GBDTs
 def soft_label_rows(
-    X: np.ndarray, probabilities: np.ndarray, weights: np.ndarray | None = None, *, min_weight: float = 1e-6
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    X: NDArray[Any],
+    probabilities: NDArray[np.floating[Any]],
+    weights: NDArray[np.floating[Any]] | None = None,
+    *,
+    min_weight: float = 1e-6,
+) -> tuple[NDArray[Any], NDArray[np.integer[Any]], NDArray[np.floating[Any]]]:
     """Each row once per class with weight p_class (x the row weight), for training on soft labels.
 
     The weighted log-loss of these rows is the cross-entropy to the soft labels. Rows below
@@ -192,7 +199,11 @@ def soft_label_rows(
 
 
 def fit_gbdt(
-    X: np.ndarray, probabilities: np.ndarray, weights: np.ndarray | None, config: GBDTConfig, seed: int
+    X: NDArray[Any],
+    probabilities: NDArray[np.floating[Any]],
+    weights: NDArray[np.floating[Any]] | None,
+    config: GBDTConfig,
+    seed: int,
 ) -> Any:
     """LightGBM classifier on soft labels, deterministic for a seed and 2 threads."""
     from lightgbm import LGBMClassifier  # optional dependency (extra `train`)
@@ -219,15 +230,18 @@ def fit_gbdt(
     return model
 
 
-def predict_proba(model: Any, X: np.ndarray) -> np.ndarray:
+def predict_proba(model: Any, X: NDArray[Any]) -> NDArray[np.float64]:
     """``model.predict_proba`` without LightGBM's feature-name warning (we always pass arrays)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
-        return model.predict_proba(X)
+        proba: NDArray[np.float64] = model.predict_proba(X)
+        return proba
 
 
 def classifier_metrics(
-    predicted: np.ndarray, reference: np.ndarray, weights: np.ndarray | None = None
+    predicted: NDArray[np.floating[Any]],
+    reference: NDArray[np.floating[Any]],
+    weights: NDArray[np.floating[Any]] | None = None,
 ) -> dict[str, Any]:
     """Held-out agreement of predicted and reference class probabilities."""
     w = np.ones(len(reference)) if weights is None else weights
@@ -310,7 +324,7 @@ def _finish_manifest(path: Path, seconds: float) -> None:
 
 def _particles(
     data_dir: Path, seed: int, max_rows: int | None
-) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+) -> tuple[pd.DataFrame, NDArray[np.integer[Any]], NDArray[np.integer[Any]]]:
     df, val = load_particles(data_dir, seed=0)
     rng = np.random.default_rng(seed)
     train_idx = np.flatnonzero(~val)[_subsample(int((~val).sum()), max_rows, rng)]
@@ -370,13 +384,14 @@ def _train_efficiency(
     return path
 
 
-def _verification_rows(X: np.ndarray, preferred: np.ndarray, n: int = 10_000) -> np.ndarray:
+def _verification_rows(X: NDArray[Any], preferred: NDArray[np.integer[Any]], n: int = 10_000) -> NDArray[Any]:
     """At least 10k rows (the verifier's minimum): the validation rows first, then any others."""
     rows = preferred[:n]
     if len(rows) < n:
         rest = np.setdiff1d(np.arange(len(X)), rows)[: n - len(rows)]
         rows = np.concatenate([rows, rest])
-    return X[rows]
+    chosen: NDArray[Any] = X[rows]
+    return chosen
 
 
 def _train_resolution(

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
 from ..convert.verify import verify_classifier
@@ -126,17 +127,18 @@ def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def run_onnx(path: Path, feeds: dict[str, np.ndarray], batch: int = 16384) -> np.ndarray:
+def run_onnx(path: Path, feeds: dict[str, NDArray[Any]], batch: int = 16384) -> NDArray[np.float64]:
     """Run a single-output ONNX model on ``feeds`` (FP32) in chunks."""
     session = _session(path)
     n = len(next(iter(feeds.values())))
-    parts = [
+    parts: list[NDArray[Any]] = [
         session.run(None, {k: np.ascontiguousarray(v[i : i + batch], np.float32) for k, v in feeds.items()})[
             0
         ]
         for i in range(0, n, batch)
     ]
-    return np.concatenate(parts).astype(np.float64)
+    out: NDArray[np.float64] = np.concatenate(parts).astype(np.float64)
+    return out
 
 
 def _manifest(models_dir: Path, step: str) -> dict[str, Any]:
@@ -152,9 +154,10 @@ def _mark(ok: bool) -> str:
     return "ok" if ok else "**MISS**"
 
 
-def _eta_from_slopes(tx: np.ndarray, ty: np.ndarray) -> np.ndarray:
+def _eta_from_slopes(tx: NDArray[Any], ty: NDArray[Any]) -> NDArray[Any]:
     theta = np.arctan(np.hypot(tx, ty))
-    return -np.log(np.tan(np.maximum(theta, 1e-9) / 2))
+    eta: NDArray[Any] = -np.log(np.tan(np.maximum(theta, 1e-9) / 2))
+    return eta
 
 
 # ------------------------------------------------------------------------------------------- plotting
@@ -168,7 +171,7 @@ def _plt() -> Any:
 
 
 def plot_overlays(
-    reference: np.ndarray, model: np.ndarray, names: list[str], path: Path, *, title: str
+    reference: NDArray[Any], model: NDArray[Any], names: list[str], path: Path, *, title: str
 ) -> None:
     """Histogram overlays per output (central 99.8 % of the reference, log y), model vs reference."""
     plt = _plt()
@@ -197,7 +200,7 @@ def plot_overlays(
 
 
 def plot_efficiency_curves(
-    curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    curves: dict[str, tuple[NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any]]],
     path: Path,
     *,
     title: str,
@@ -234,7 +237,7 @@ def plot_efficiency_curves(
     plt.close(fig)
 
 
-def plot_binned_w1(values: dict[str, np.ndarray], path: Path, *, title: str) -> None:
+def plot_binned_w1(values: dict[str, NDArray[Any]], path: Path, *, title: str) -> None:
     """Worst-bin map: W1/σ per output and (p, η) bin as a heat map (rows = outputs, columns = bins)."""
     plt = _plt()
     names = list(values)
@@ -256,7 +259,7 @@ def plot_binned_w1(values: dict[str, np.ndarray], path: Path, *, title: str) -> 
 
 # ------------------------------------------------------------------------------------------- tracking
 def _edges_text() -> str:
-    def fmt(edges: np.ndarray) -> str:
+    def fmt(edges: NDArray[Any]) -> str:
         return ", ".join(f"{e:g}" for e in edges[1:-1])
 
     return f"log10(p/MeV) edges {fmt(LOG10P_EDGES)}; η edges {fmt(ETA_EDGES)} (4 x 4 bins, open ends)"
@@ -284,7 +287,7 @@ def efficiency_section(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick
     log10p, eta = X[:, 3].astype(np.float64), X[:, 6].astype(np.float64)
 
     # quantity -> (reference values, model values, reference weights, model weights)
-    quantities: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {
+    quantities: dict[str, tuple[NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any]]] = {
         "acceptance": (acc_ref, acc_model, np.ones_like(acc_ref), np.ones_like(acc_ref)),
         "reconstructed (in acc.)": (1 - eff_ref[:, 0], 1 - eff_model[:, 0], acc_ref, acc_model),
     }
@@ -343,16 +346,22 @@ def efficiency_section(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick
     return sec
 
 
-def _inside(log10p: np.ndarray, eta: np.ndarray) -> np.ndarray:
-    return (
+def _inside(log10p: NDArray[Any], eta: NDArray[Any]) -> NDArray[np.bool_]:
+    inside: NDArray[np.bool_] = (
         (log10p >= EFF_2D_LOG10P[0]) & (log10p < EFF_2D_LOG10P[-1])
         & (eta >= EFF_2D_ETA[0]) & (eta < EFF_2D_ETA[-1])
     )  # fmt: skip
+    return inside
 
 
 def _curve(
-    x: np.ndarray, ref: np.ndarray, mod: np.ndarray, w_ref: np.ndarray, w_mod: np.ndarray, edges: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+    x: NDArray[Any],
+    ref: NDArray[Any],
+    mod: NDArray[Any],
+    w_ref: NDArray[Any],
+    w_mod: NDArray[Any],
+    edges: NDArray[Any],
+) -> tuple[NDArray[Any], NDArray[Any]]:
     inside = (x >= edges[0]) & (x < edges[-1])
     r, _ = binned_mean(x[inside], ref[inside], edges, w_ref[inside])
     m, _ = binned_mean(x[inside], mod[inside], edges, w_mod[inside])
@@ -362,12 +371,12 @@ def _curve(
 def generator_section(
     title: str,
     step: str,
-    conditions: np.ndarray,
-    reference: np.ndarray,
+    conditions: NDArray[Any],
+    reference: NDArray[Any],
     cond_names: list[str],
     out_names: list[str],
-    log10p: np.ndarray,
-    eta: np.ndarray,
+    log10p: NDArray[Any],
+    eta: NDArray[Any],
     models_dir: Path,
     fig_dir: Path,
     *,
@@ -466,7 +475,11 @@ def generator_section(
 
 
 def _bin_floor(
-    reference: np.ndarray, log10p: np.ndarray, eta: np.ndarray, flat_bin: int, rng: np.random.Generator
+    reference: NDArray[Any],
+    log10p: NDArray[Any],
+    eta: NDArray[Any],
+    flat_bin: int | np.integer[Any],
+    rng: np.random.Generator,
 ) -> float:
     """W1/σ between two random halves of the reference rows of one (p, η) bin (its sampling floor)."""
     n_e = len(ETA_EDGES) - 1
@@ -686,7 +699,7 @@ def pid_sections(models_dir: Path, fig_dir: Path, *, quick: bool) -> list[Sectio
 
 
 def _is_muon_section(
-    models_dir: Path, fig_dir: Path, frame: Any, features: np.ndarray, calibration: Any
+    models_dir: Path, fig_dir: Path, frame: Any, features: NDArray[Any], calibration: Any
 ) -> Section:
     sec = Section("isMuon (GBDT)")
     prob = run_onnx(models_dir / "is_muon.onnx", {"features": features})[:, 1]

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+from numpy.typing import NDArray
 
 _ORT_TYPES: dict[str, Any] = {
     "tensor(bool)": np.bool_,
@@ -68,7 +69,7 @@ class _Item:
     """One request's inputs and the outputs it asked for."""
 
     index: int
-    feeds: dict[str, np.ndarray]
+    feeds: dict[str, NDArray[Any]]
     wanted: tuple[str, ...]
 
     @property
@@ -129,7 +130,7 @@ class TritonPythonModel:
         responses: list[Any] = [None] * len(requests)
         groups: dict[tuple[Any, ...], list[_Item]] = {}
         for index, request in enumerate(requests):
-            feeds: dict[str, np.ndarray] = {}
+            feeds: dict[str, NDArray[Any]] = {}
             for spec in self.inputs:
                 tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
                 if tensor is not None:
@@ -203,7 +204,7 @@ class TritonPythonModel:
             libc.malloc_trim(0)
         pb_utils.Logger.log_info(f"ufsim onnxruntime backend: model '{self.name}' idle, memory released")
 
-    def _session_run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _session_run(self, names: list[str], feeds: dict[str, NDArray[Any]]) -> list[NDArray[Any]]:
         """``session.run``, in slices of ``max_rows`` rows when the batch is larger (outputs concatenated)."""
         with self._lock:
             self._last_run = time.monotonic()
