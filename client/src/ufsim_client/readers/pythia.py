@@ -82,6 +82,10 @@ def _pythia(card: str | os.PathLike[str] | None, seed: int, extra: tuple[str, ..
 
 
 _Record = tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64], dict[str, NDArray[Any]]]
+_EventRecord = tuple[
+    NDArray[np.int64], NDArray[np.float64], NDArray[np.float64], dict[str, NDArray[Any]], NDArray[np.float64]
+]
+"""A :data:`_Record` followed by the event's true primary vertex (x, y, z)."""
 
 
 def _record(event: Any, counter: int, start: int = 0) -> _Record:
@@ -132,15 +136,7 @@ def pythia_records(
 
 def _pythia_events(
     card: str | os.PathLike[str] | None, *, seed: int, n_events: int
-) -> Iterator[
-    tuple[
-        NDArray[np.int64],
-        NDArray[np.float64],
-        NDArray[np.float64],
-        dict[str, NDArray[Any]],
-        NDArray[np.float64],
-    ]
-]:
+) -> Iterator[_EventRecord]:
     pythia = _pythia(card, seed)
     produced = 0
     while produced < n_events:
@@ -163,15 +159,7 @@ def _without(record: _Record, keys: list[int]) -> _Record:
 
 def _redecayed_events(
     card: str | os.PathLike[str] | None, *, seed: int, n_events: int, signal: int, times: int
-) -> Iterator[
-    tuple[
-        NDArray[np.int64],
-        NDArray[np.float64],
-        NDArray[np.float64],
-        dict[str, NDArray[Any]],
-        NDArray[np.float64],
-    ]
-]:
+) -> Iterator[_EventRecord]:
     """ReDecay copies; the underlying event is converted once and each copy adds its decay products."""
     pythia8 = extras.pythia8mc()
     pythia = _pythia(card, seed, (f"{abs(signal)}:mayDecay = off",))
