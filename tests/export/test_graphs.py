@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pandas as pd
 import pytest
 
 from ufsim_export.graphs import rng
 from ufsim_export.graphs.builder import GraphBuilder
-from ufsim_export.graphs.steps import build_graph_step
+from ufsim_export.graphs.steps import adapt_learnt, build_graph_step
 from ufsim_export.spec import PipelineSpec
 
 
@@ -210,3 +214,29 @@ def test_graph_steps_are_deterministic_bytes(spec: PipelineSpec, step: str) -> N
     """Regenerating a graph gives the same bytes, so the committed repository can be diffed."""
     a = build_graph_step(spec, spec.step(step)).SerializeToString()
     assert a == build_graph_step(spec, spec.step(step)).SerializeToString()
+
+
+@pytest.mark.parametrize("step_name", ["tracking_covariance", "muon"])
+def test_gated_generator_computes_only_its_rows(spec: PipelineSpec, step_name: str) -> None:
+    """applies_to: the gated rows get the bits the ungated step gives them, the others 0, for any mix."""
+    step = spec.step(step_name)
+    assert step.applies_to is not None
+    raw = onnx.load(Path(__file__).resolve().parents[2] / "export" / "models" / f"{step_name}.onnx")
+    ungated = dataclasses.replace(
+        step, applies_to=None, inputs=tuple(r for r in step.inputs if r.name != step.applies_to.tensor)
+    )
+    gated_session = _session(adapt_learnt(spec, step, onnx.ModelProto.FromString(raw.SerializeToString())))
+    full_session = _session(adapt_learnt(spec, ungated, raw))
+    n = 257
+    rng_ = np.random.default_rng(4)
+    feeds = {ref.name: rng_.uniform(0.0, 3.0, (n, spec.tensor(ref.name).width)).astype(np.float32)
+             for ref in step.tensor_inputs}  # fmt: skip
+    feeds["rng_key"] = _keys(n)
+    full = full_session.run(None, feeds)[0]
+    allowed = np.asarray(step.applies_to.values, np.int32)
+    mixed = rng_.choice(np.r_[allowed, -1, 0], (n, 1))
+    for gate in (mixed, np.full((n, 1), -1), np.full((n, 1), allowed[0])):
+        got = gated_session.run(None, {**feeds, step.applies_to.tensor: gate.astype(np.int32)})[0]
+        chosen = np.isin(gate[:, 0], allowed)
+        np.testing.assert_array_equal(got[chosen], full[chosen])
+        assert not got[~chosen].any()

@@ -28,7 +28,7 @@ import onnx
 from numpy.typing import NDArray
 from onnx import version_converter
 
-from ..spec import RNG_KEY, PipelineSpec, StepSpec
+from ..spec import RNG_KEY, Gate, PipelineSpec, StepSpec
 from . import elementary, rng
 from .builder import OPSET, GraphBuilder
 
@@ -302,6 +302,23 @@ def _conditions(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> str:
     return b.concat(*parts)
 
 
+def _gated_rows(b: GraphBuilder, gate: Gate) -> str:
+    """Declare the gate input and return the indices [M] (INT64) of the rows the step runs on."""
+    values = b.input(gate.tensor, "INT32", 1)
+    mask = b.op("Equal", values, b.const(gate.values[0], np.int32))
+    for value in gate.values[1:]:
+        mask = b.op("Or", mask, b.op("Equal", values, b.const(value, np.int32)))
+    flat = b.op("Squeeze", mask, b.const([1], np.int64))
+    return b.op("Squeeze", b.op("NonZero", flat), b.const([0], np.int64))
+
+
+def _scatter_rows(b: GraphBuilder, computed: str, rows: str, gate: str, width: int) -> str:
+    """[N, width]: the [M, width] results at their rows, 0 in every other row (N is the gate's batch)."""
+    shape = b.op("Concat", b.op("Shape", gate, end=1), b.const([width], np.int64), axis=0)
+    zeros = b.op("Expand", b.const(np.zeros((1, width), np.float32)), shape)
+    return b.op("ScatterND", zeros, b.op("Unsqueeze", rows, b.const([1], np.int64)), computed)
+
+
 def adapt_learnt(spec: PipelineSpec, step: StepSpec, raw: onnx.ModelProto) -> onnx.ModelProto:
     """Wrap a learnt model (canonical names) so that it takes and returns the spec's tensors."""
     if raw.opset_import and max(o.version for o in raw.opset_import if o.domain in ("", "ai.onnx")) < OPSET:
@@ -313,10 +330,14 @@ def adapt_learnt(spec: PipelineSpec, step: StepSpec, raw: onnx.ModelProto) -> on
         feeds = {"features": _conditions(b, spec, step)}
         produced = "probabilities"
     elif step.kind == "generator":
-        feeds = {"conditions": _conditions(b, spec, step)}
+        conditions = _conditions(b, spec, step)
         key = b.input(RNG_KEY, "UINT64", 1)
+        if step.applies_to is not None:
+            rows = _gated_rows(b, step.applies_to)
+            conditions = b.op("Gather", conditions, rows, axis=0)
+            key = b.op("Gather", key, rows, axis=0)
         assert step.stream is not None and step.noise_dim is not None
-        feeds["noise"] = rng.normals_graph(b, key, step.stream, step.noise_dim)
+        feeds = {"conditions": conditions, "noise": rng.normals_graph(b, key, step.stream, step.noise_dim)}
         produced = "output"
     else:
         raise ValueError(f"step {step.name!r} of kind {step.kind!r} is not a learnt model")
@@ -332,6 +353,8 @@ def adapt_learnt(spec: PipelineSpec, step: StepSpec, raw: onnx.ModelProto) -> on
         node.input[:] = [renames.get(name, name) for name in node.input]
     b.adopt(graph.node)
     b.initializers.extend(graph.initializer)
+    if step.applies_to is not None:
+        produced = _scatter_rows(b, produced, rows, step.applies_to.tensor, out.width)
     b.output(produced, out.name, out.dtype, out.width)
     return b.build(
         doc=f"ufsim learnt step {step.name!r} ({step.kind}), adapted to the pipeline spec",
