@@ -103,8 +103,11 @@ def _build_features(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict
         return b.op("Mul", v, v)
 
     math = elementary.GraphOps(b)
-    pt = elementary.sqrt(math, b.op("Add", sq(px), sq(py)))
-    p = elementary.sqrt(math, b.op("Add", b.op("Add", sq(px), sq(py)), sq(pz)))
+    # pt and p in one [N, 2] square root, over the squares' possible range (|component| <= 1e7 MeV gives
+    # p^2 < 2^50; pt below 2^-20 MeV is only ever used as max(pt, 1e-6)): half the nodes of two roots
+    pt2 = b.op("Add", sq(px), sq(py))
+    roots = elementary.sqrt(math, b.concat(pt2, b.op("Add", pt2, sq(pz))), min_exp=-40, max_exp=50)
+    pt, p = b.col(roots, 0), b.col(roots, 1)
     log10_p = b.op("Mul", elementary.log(math, p, min_exp=-10, max_exp=64), b.const(1.0 / np.log(10.0)))
     forward = b.op("Greater", pz, zero)
     safe_pz = b.where(forward, pz, one)
