@@ -216,8 +216,8 @@ def test_graph_steps_are_deterministic_bytes(spec: PipelineSpec, step: str) -> N
     assert a == build_graph_step(spec, spec.step(step)).SerializeToString()
 
 
-@pytest.mark.parametrize("step_name", ["tracking_covariance", "muon"])
-def test_gated_generator_computes_only_its_rows(spec: PipelineSpec, step_name: str) -> None:
+@pytest.mark.parametrize("step_name", ["tracking_covariance", "muon", "is_muon"])
+def test_gated_step_computes_only_its_rows(spec: PipelineSpec, step_name: str) -> None:
     """applies_to: the gated rows get the bits the ungated step gives them, the others 0, for any mix."""
     step = spec.step(step_name)
     assert step.applies_to is not None
@@ -231,7 +231,8 @@ def test_gated_generator_computes_only_its_rows(spec: PipelineSpec, step_name: s
     rng_ = np.random.default_rng(4)
     feeds = {ref.name: rng_.uniform(0.0, 3.0, (n, spec.tensor(ref.name).width)).astype(np.float32)
              for ref in step.tensor_inputs}  # fmt: skip
-    feeds["rng_key"] = _keys(n)
+    if step.uses_rng:
+        feeds["rng_key"] = _keys(n)
     full = full_session.run(None, feeds)[0]
     allowed = np.asarray(step.applies_to.values, np.int32)
     mixed = rng_.choice(np.r_[allowed, -1, 0], (n, 1))

@@ -128,12 +128,12 @@ def test_gates_resolve_track_type_names(spec: PipelineSpec) -> None:
         ),
         (
             lambda r: _step(r, "rich").update(applies_to={"tensor": "is_muon_probability", "values": [1]}),
-            r"step 'rich': applies_to needs a generator step and an INT32 tensor of one column; "
+            r"step 'rich': applies_to needs a learnt step and an INT32 tensor of one column; "
             r"'is_muon_probability' is FP32\[2\]",
         ),
         (
-            lambda r: _step(r, "is_muon").update(applies_to={"tensor": "track_type", "values": [3]}),
-            r"step 'is_muon': applies_to needs a generator step .* on a gbdt step",
+            lambda r: _step(r, "pid_sampling").update(applies_to={"tensor": "species", "values": [3]}),
+            r"step 'pid_sampling': applies_to needs a learnt step .* on a graph step",
         ),
         (
             lambda r: _step(r, "rich").update(applies_to={"tensor": "track_type", "values": []}),

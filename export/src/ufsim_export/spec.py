@@ -503,9 +503,9 @@ def _check_wiring(spec: PipelineSpec) -> dict[str, TensorSpec]:
                 )
         if step.applies_to is not None:
             gate = available[step.applies_to.tensor]
-            if step.kind != "generator" or gate.dtype != "INT32" or gate.width != 1:
+            if step.kind == "graph" or gate.dtype != "INT32" or gate.width != 1:
                 raise SpecError(
-                    f"{where}: applies_to needs a generator step and an INT32 tensor of one column; "
+                    f"{where}: applies_to needs a learnt step and an INT32 tensor of one column; "
                     f"{step.applies_to.tensor!r} is {gate.dtype}{list(gate.dims)} on a {step.kind} step"
                 )
         if step.kind != "graph":

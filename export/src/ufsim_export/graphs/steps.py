@@ -329,15 +329,16 @@ def adapt_learnt(spec: PipelineSpec, step: StepSpec, raw: onnx.ModelProto) -> on
     raw_inputs = {i.name for i in raw.graph.input}
     raw_outputs = [o.name for o in raw.graph.output]
     b = GraphBuilder(step.name, prefix="ufsim_")
+    conditions = _conditions(b, spec, step)
+    if step.applies_to is not None:
+        rows = _gated_rows(b, step.applies_to)
+        conditions = b.op("Gather", conditions, rows, axis=0)
     if step.kind == "gbdt":
-        feeds = {"features": _conditions(b, spec, step)}
+        feeds = {"features": conditions}
         produced = "probabilities"
     elif step.kind == "generator":
-        conditions = _conditions(b, spec, step)
         key = b.input(RNG_KEY, "UINT64", 1)
         if step.applies_to is not None:
-            rows = _gated_rows(b, step.applies_to)
-            conditions = b.op("Gather", conditions, rows, axis=0)
             key = b.op("Gather", key, rows, axis=0)
         assert step.stream is not None and step.noise_dim is not None
         feeds = {"conditions": conditions, "noise": rng.normals_graph(b, key, step.stream, step.noise_dim)}
