@@ -1,9 +1,4 @@
-"""config.pbtxt is written from Triton's ModelConfig message; only the text formatting changed.
-
-``data/configs_string_templates`` holds the configs as the former string templates wrote them; parsed
-as ``ModelConfig`` messages they equal the messages the writer builds now once the gate inputs of
-``applies_to`` (added since) are left out, and what it writes parses back to the same message.
-"""
+"""config.pbtxt is written from Triton's ModelConfig message: what the writer writes parses back to it."""
 
 from __future__ import annotations
 
@@ -23,8 +18,6 @@ from ufsim_export.repository.writer import (
 )
 from ufsim_export.spec import PipelineSpec
 
-TEMPLATES = Path(__file__).parent / "data" / "configs_string_templates"
-
 
 def _parse(text: str) -> mc.ModelConfig:
     return text_format.Parse(text, mc.ModelConfig())
@@ -41,31 +34,6 @@ def _written_messages(spec: PipelineSpec) -> dict[str, mc.ModelConfig]:
     return {**_messages(spec), pv.MODEL_NAME: pv.model_config_message()}
 
 
-def test_every_model_has_a_template_config(spec: PipelineSpec) -> None:
-    assert sorted(p.stem for p in TEMPLATES.glob("*.pbtxt")) == sorted(_messages(spec))
-
-
-def _without_gates(spec: PipelineSpec, name: str, message: mc.ModelConfig) -> mc.ModelConfig:
-    """``message`` less the gate inputs of ``applies_to`` steps (the templates predate them)."""
-    gates = {step.name: step.applies_to.tensor for step in spec.steps if step.applies_to}
-    message = mc.ModelConfig.FromString(message.SerializeToString())
-    if name in gates:
-        kept = [i for i in message.input if i.name != gates[name]]
-        del message.input[:]
-        message.input.extend(kept)
-    for ensemble_step in message.ensemble_scheduling.step:
-        if ensemble_step.model_name in gates:
-            del ensemble_step.input_map[gates[ensemble_step.model_name]]
-    return message
-
-
-@pytest.mark.parametrize("name", sorted(p.stem for p in TEMPLATES.glob("*.pbtxt")))
-def test_template_config_equals_the_message(spec: PipelineSpec, name: str) -> None:
-    """The former hand-formatted config and the ModelConfig message say the same thing."""
-    expected = _without_gates(spec, name, _messages(spec)[name])
-    assert _parse((TEMPLATES / f"{name}.pbtxt").read_text()) == expected
-
-
 def test_written_text_parses_back_to_the_message(spec: PipelineSpec, tmp_path: Path) -> None:
     messages = _written_messages(spec)
     written = write_configs(spec, tmp_path)
@@ -78,7 +46,7 @@ def test_written_text_parses_back_to_the_message(spec: PipelineSpec, tmp_path: P
 
 def test_a_changed_spec_changes_the_message(spec: PipelineSpec) -> None:
     """The comparison above can fail: a different batch size gives a different message."""
-    template = _parse((TEMPLATES / "features.pbtxt").read_text())
+    template = _parse(model_config(spec, spec.step("features")))
     template.max_batch_size = spec.max_batch_size + 1
     assert template != model_config_message(spec, spec.step("features"))
 

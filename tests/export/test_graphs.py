@@ -114,26 +114,34 @@ def test_rng_graph_matches_numpy_reference() -> None:
         )
 
 
-def test_track_sampling_frequencies_follow_the_probabilities(spec: PipelineSpec) -> None:
+def test_acceptance_and_track_sampling_follow_the_probabilities(spec: PipelineSpec) -> None:
     n = 40000
     p_in = np.full((n, 1), 0.7, np.float32)
     eff = np.tile(np.array([[0.1, 0.6, 0.2, 0.1]], np.float32), (n, 1))
     species = np.full((n, 1), 3, np.int32)
     species[:100] = 0
     ctb = np.random.default_rng(0).normal(size=(n, 9)).astype(np.float32)
+    keys = _keys(n)
+    accepted = _run(
+        spec,
+        "acceptance_sampling",
+        {
+            "acceptance_probability": np.concatenate([1 - p_in, p_in], axis=1),
+            "species": species,
+            "rng_key": keys,
+        },
+    )["in_acceptance"]
+    assert np.all(accepted[:100] == 0)
+    assert abs(accepted[100:].mean() - 0.7) < 0.01
+    # tracking_efficiency gives 0 outside the acceptance (applies_to): the class draw must not need it
+    eff = np.where(accepted == 1, eff, 0.0).astype(np.float32)
     out = _run(
         spec,
         "track_sampling",
-        {
-            "acceptance_probability": np.concatenate([1 - p_in, p_in], axis=1),
-            "efficiency_probability": eff,
-            "species": species,
-            "ctb_features": ctb,
-            "rng_key": _keys(n),
-        },
+        {"in_acceptance": accepted, "efficiency_probability": eff, "ctb_features": ctb, "rng_key": keys},
     )
     tt = out["track_type"].ravel()
-    assert np.all(tt[:100] == -1)
+    np.testing.assert_array_equal(tt == -1, accepted.ravel() == 0)
     frac = {t: np.mean(tt[100:] == t) for t in (-1, 0, 3, 4, 5)}
     expected = {-1: 0.3, 0: 0.07, 3: 0.42, 4: 0.14, 5: 0.07}
     for t, f in expected.items():
@@ -209,7 +217,9 @@ def test_assembly_builds_state_covariance_and_sentinels(spec: PipelineSpec) -> N
     assert np.all((out["global_pid"][long][:, 4:] >= 0) & (out["global_pid"][long][:, 4:] <= 1))
 
 
-@pytest.mark.parametrize("step", ["features", "track_sampling", "pid_sampling", "assembly"])
+@pytest.mark.parametrize(
+    "step", ["features", "acceptance_sampling", "track_sampling", "pid_sampling", "assembly"]
+)
 def test_graph_steps_are_deterministic_bytes(spec: PipelineSpec, step: str) -> None:
     """Regenerating a graph gives the same bytes, so the committed repository can be diffed."""
     a = build_graph_step(spec, spec.step(step)).SerializeToString()

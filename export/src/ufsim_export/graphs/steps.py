@@ -9,7 +9,9 @@ Graph steps (named in the spec with ``kind: graph``):
   component beyond :data:`MAX_MOMENTUM_MEV` is not simulated (species 0, hence ``track_type = -1``
   and every output at its sentinel), and its features are computed from harmless stand-in values,
   so the server's contract holds for any input a Triton client sends.
-- ``track_sampling``: samples acceptance and the track class; builds the resolution conditions.
+- ``acceptance_sampling``: samples the geometrical acceptance of simulated particles.
+- ``track_sampling``: samples the track class of the particles in acceptance; builds the resolution
+  conditions.
 - ``pid_sampling``: samples isMuon for long tracks.
 - ``assembly``: reconstructed state, covariance and PID with documented sentinels.
 
@@ -173,15 +175,23 @@ def _build_features(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict
     return {"species": species, **features}
 
 
+def _build_acceptance_sampling(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict[str, str]:
+    x = _inputs(b, spec, step)
+    assert step.stream is not None
+    u = rng.uniforms_graph(b, x[RNG_KEY], step.stream, 1)
+    inside = b.op("Less", u, b.col(x["acceptance_probability"], 1))
+    simulated = b.op("Greater", x["species"], b.const(0, np.int32))
+    return {"in_acceptance": b.cast(b.op("And", simulated, inside), "INT32")}
+
+
 def _build_track_sampling(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict[str, str]:
     x = _inputs(b, spec, step)
     assert step.stream is not None
-    u = rng.uniforms_graph(b, x[RNG_KEY], step.stream, 2)
-    in_acceptance = b.op("Less", b.col(u, 0), b.col(x["acceptance_probability"], 1))
+    u = rng.uniforms_graph(b, x[RNG_KEY], step.stream, 1)
     # inverse-CDF sampling of the class; u scaled by the sum so rounding never leaves a gap
     probs = x["efficiency_probability"]
     cdf = b.op("CumSum", probs, b.const(1, np.int64))
-    u_class = b.op("Mul", b.col(u, 1), b.col(cdf, 3))
+    u_class = b.op("Mul", u, b.col(cdf, 3))
     edges = b.cols(cdf, [0, 1, 2])
     klass = b.op(
         "ReduceSum",
@@ -196,8 +206,7 @@ def _build_track_sampling(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -
         b.op("Squeeze", klass, b.const([1], np.int64)),
     )
     track_type = b.op("Unsqueeze", track_type, b.const([1], np.int64))
-    simulated = b.op("Greater", x["species"], b.const(0, np.int32))
-    keep = b.op("And", simulated, in_acceptance)
+    keep = b.op("Equal", x["in_acceptance"], b.const(1, np.int32))
     track_type = b.where(keep, track_type, b.const(spec.track_type("outside_acceptance"), np.int32))
     # resolution_conditions = ctb_features then one is_<track type> flag per reconstructed type
     flag_columns = spec.tensor("resolution_conditions").columns[spec.tensor("ctb_features").width :]
@@ -276,6 +285,7 @@ def _build_assembly(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict
 
 GRAPH_BUILDERS: dict[str, Callable[[GraphBuilder, PipelineSpec, StepSpec], dict[str, str]]] = {
     "features": _build_features,
+    "acceptance_sampling": _build_acceptance_sampling,
     "track_sampling": _build_track_sampling,
     "pid_sampling": _build_pid_sampling,
     "assembly": _build_assembly,
