@@ -125,7 +125,7 @@ def read_hepmc(
     """Events from HepMC2/HepMC3 ASCII files, numbered from 0 in reading order.
 
     Events without a particle to simulate are skipped but keep their number. ``max_events`` counts
-    every event read, skipped or not. Each file is checked line by line first
+    every event read, skipped or not. Each file is checked first
     (:func:`~ufsim_client.readers.hepmc_check.check_hepmc_file`), and every event pyhepmc builds must
     hold the particles its lines declare.
 
