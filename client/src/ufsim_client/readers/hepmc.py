@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 
 from ufsim_client import extras
 from ufsim_client.errors import InputError
-from ufsim_client.events import SIMULATED_PIDS, Event
+from ufsim_client.events import Event, is_simulated
 from ufsim_client.readers._record import event_from_record
 from ufsim_client.readers.hepmc_check import check_hepmc_file
 
@@ -68,7 +68,9 @@ def _collision(ev: Any, final_status: frozenset[int], source: int) -> _Collision
     arrays = ev.numpy.particles
     status = np.asarray(arrays.status)
     pid = np.asarray(arrays.pid, dtype=np.int64)
-    final = np.isin(status, list(final_status))
+    final = np.zeros(len(status), dtype=bool)
+    for code in final_status:
+        final |= status == code
     momentum = np.stack([arrays.px, arrays.py, arrays.pz], axis=1) * mom_scale
     n = len(pid)
     origin = np.zeros((n, 3))
@@ -76,7 +78,7 @@ def _collision(ev: Any, final_status: frozenset[int], source: int) -> _Collision
     mother_key = np.full(n, -1, dtype=np.int64)
     particles = ev.particles
     event_pos = _position(ev.event_pos(), len_scale)
-    for i in np.flatnonzero(final & np.isin(np.abs(pid), SIMULATED_PIDS)):
+    for i in np.flatnonzero(final & is_simulated(pid)).tolist():
         vertex = particles[i].production_vertex
         if vertex is None:
             origin[i] = event_pos
