@@ -136,6 +136,24 @@ def test_parquet_n_tracks_and_links_per_event(tmp_path: Path) -> None:
         np.testing.assert_array_equal(e.momentum, momentum[rows].astype(np.float32))
 
 
+def test_parquet_row_groups_and_nulls(tmp_path: Path) -> None:
+    """Several row groups read as one table; a null is an error naming its column, as a NaN is."""
+    pq.write_table(_table(), tmp_path / "one.parquet")
+    pq.write_table(_table(), tmp_path / "groups.parquet", row_group_size=1)
+    assert pq.ParquetFile(tmp_path / "groups.parquet").num_row_groups == 4
+    for a, b in zip(
+        read_parquet(tmp_path / "one.parquet"), read_parquet(tmp_path / "groups.parquet"), strict=True
+    ):
+        np.testing.assert_array_equal(a.momentum, b.momentum)
+        np.testing.assert_array_equal(a.pid, b.pid)
+    for column, message in (("pz", "NaN"), ("pid", "integer")):
+        values = pa.array(_table().column(column).to_pylist()[:3] + [None])
+        pq.write_table(_table(**{column: values}), tmp_path / "null.parquet")
+        with pytest.raises(InputError, match=message) as err:
+            list(read_parquet(tmp_path / "null.parquet"))
+        assert err.value.field == column
+
+
 @pytest.mark.parametrize(
     ("columns", "field", "message"),
     [

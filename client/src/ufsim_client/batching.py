@@ -142,11 +142,15 @@ def _truth(chunks: list[_Chunk], lengths: NDArray[np.int64]) -> dict[str, NDArra
     """Generator links of the chunks' particles (each column's default where a reader gave none)."""
     columns: dict[str, NDArray[Any]] = {}
     for name, (dtype, default) in MC_COLUMNS.items():
+        given = [c.event.mc is not None and name in c.event.mc for c in chunks]
+        if not any(given):
+            columns[name] = np.full(int(lengths.sum()), default, dtype=dtype)
+            continue
         parts = [
             c.event.mc[name][c.start : c.stop]
-            if c.event.mc is not None and name in c.event.mc
+            if has and c.event.mc is not None
             else np.full(c.stop - c.start, default, dtype=dtype)
-            for c in chunks
+            for c, has in zip(chunks, given, strict=True)
         ]
         columns[name] = np.concatenate(parts).astype(dtype, copy=False)
     n_pvs = (0 if c.event.primary_vertices is None else len(c.event.primary_vertices) for c in chunks)
