@@ -148,11 +148,12 @@ def read_hepmc(
             raise FileNotFoundError(f"HepMC input {str(path)!r} does not exist")
         collisions: list[_Collision] = []
         for checked, gen_event in _parsed_events(hepmc, path):
-            if len(gen_event.particles) != checked.particles:
+            built = len(gen_event.numpy.particles.id)  # gen_event.particles would wrap each particle
+            if built != checked.particles:
                 raise InputError(
                     "input",
                     f"{os.fspath(path)}: event {checked.number} (line {checked.line}): pyhepmc read "
-                    f"{len(gen_event.particles)} particles, the file declares {checked.particles}",
+                    f"{built} particles, the file declares {checked.particles}",
                 )
             collision = _collision(gen_event, status, source)
             if crossing == "file":
