@@ -97,7 +97,7 @@ def read_parquet(path: str | os.PathLike[str], *, max_events: int | None = None)
 def _numpy(column: Any) -> NDArray[Any]:
     """A pyarrow column as numpy: numbers without nulls through DLPack, others by ``to_numpy``.
 
-    ``to_numpy`` imports pandas the first time (about 0.5 s of CPU, a tenth of a 100,000-particle run).
+    ``to_numpy`` imports pandas the first time: about 1 s of CPU, as much as a 100,000-particle run.
     """
     pa = extras.pyarrow()
     array = column.combine_chunks()
