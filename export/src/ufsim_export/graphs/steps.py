@@ -4,7 +4,7 @@ Graph steps (named in the spec with ``kind: graph``):
 
 - ``features``: kinematics -> Lamarr's model inputs (log10 p, slopes, eta, phi, species flags,
   charge, straight-line propagation of the origin to the point closest to the beam). Its square
-  roots, logarithm, asinh and atan2 come from :mod:`.elementary`, so no row depends on its batch.
+  roots, logarithms and atan2 come from :mod:`.elementary`, so no row depends on its batch.
   A particle with a NaN or infinite origin, momentum or n_tracks, a negative n_tracks or a momentum
   component beyond :data:`MAX_MOMENTUM_MEV` is not simulated (species 0, hence ``track_type = -1``
   and every output at its sentinel), and its features are computed from harmless stand-in values,
@@ -110,12 +110,16 @@ def _build_features(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict
     pt2 = b.op("Add", sq(px), sq(py))
     roots = elementary.sqrt(math, b.concat(pt2, b.op("Add", pt2, sq(pz))), min_exp=-40, max_exp=50)
     pt, p = b.col(roots, 0), b.col(roots, 1)
-    log10_p = b.op("Mul", elementary.log(math, p, min_exp=-10, max_exp=64), b.const(1.0 / np.log(10.0)))
+    # ln p and eta = asinh(pz / pt) = ln((p + pz) / pt) in one [N, 2] logarithm; the identity holds for
+    # pz > 0 without cancellation, and backward particles are not simulated
+    ratio = b.op("Div", b.op("Add", p, pz), b.op("Max", pt, b.const(1e-6)))
+    logs = elementary.log(math, b.concat(p, ratio), min_exp=-10, max_exp=64)
+    log10_p = b.op("Mul", b.col(logs, 0), b.const(1.0 / np.log(10.0)))
+    eta = b.col(logs, 1)
     forward = b.op("Greater", pz, zero)
     safe_pz = b.where(forward, pz, one)
     tx = b.where(forward, b.op("Div", px, safe_pz), zero)
     ty = b.where(forward, b.op("Div", py, safe_pz), zero)
-    eta = elementary.asinh(math, b.op("Div", pz, b.op("Max", pt, b.const(1e-6))))
     phi = elementary.atan2(math, py, px)
     # species flags from |pid|; particles going backwards (pz <= 0) are not simulated
     abs_pid = b.op("Abs", x["pid"])
