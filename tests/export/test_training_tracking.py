@@ -161,6 +161,16 @@ def test_piecewise_layer_is_linear_interpolation_between_its_knots() -> None:
     for j, (kx, ky) in enumerate(((x1, y1), (x2, y2))):
         np.testing.assert_allclose(out[:, j], np.interp(xs[:, j], kx, ky), rtol=0, atol=1e-6 * np.ptp(ky))
     np.testing.assert_array_equal(out[:, 2], rows[:, 2])
+    # evenly spaced knots (the inverse maps): the segment is found by a floor, not a search
+    u = np.linspace(-5, 5, 201).astype(np.float32).astype(np.float64)
+    even = MonotonePiecewiseLinear([None, u, u], [None, x1, y1])
+    assert even._uniform
+    grid = np.r_[u, u[:-1] + np.diff(u) / 3, -7.0, 7.0, 0.0]
+    rows = np.stack([grid, grid, grid], axis=1).astype(np.float32)
+    out = even(torch.as_tensor(rows)).numpy().astype(np.float64)
+    np.testing.assert_array_equal(out[:, 0], rows[:, 0])
+    for j, ky in ((1, x1), (2, y1)):
+        np.testing.assert_allclose(out[:, j], np.interp(rows[:, j], u, ky), rtol=0, atol=1e-6 * np.ptp(ky))
 
 
 def test_quantile_generator_round_trips_through_state_dict(tmp_path: Path) -> None:

@@ -144,10 +144,11 @@ def event_split(
 class MonotonePiecewiseLinear(nn.Module):
     """Per-column monotone piecewise-linear map y = f_c(x_c) through knots (x_k, y_k), flat outside.
 
-    Evaluated as ``y(lo_k) + slope_k * (x - lo_k)`` on the segment k found by a binary search (gathers
-    and comparisons only): a few operations per value instead of one per knot, and no sum over
-    segments, so ONNX Runtime and PyTorch round alike. ``y(lo_k)`` is computed once in float64 from the
-    stored knots. Columns with no knots pass through unchanged.
+    Evaluated as ``y(lo_k) + slope_k * (x - lo_k)`` on the segment k found by a binary search, or by one
+    floor where the segments are evenly spaced (gathers and comparisons only): a few operations per value
+    instead of one per knot, and no sum over segments, so ONNX Runtime and PyTorch round alike.
+    ``y(lo_k)`` is computed once in float64 from the stored knots. Only mapped columns are computed;
+    the others pass through unchanged.
     """
 
     lo: torch.Tensor
@@ -157,9 +158,15 @@ class MonotonePiecewiseLinear(nn.Module):
     offset: torch.Tensor
     base: torch.Tensor
     mapped: torch.Tensor
+    cols: torch.Tensor
+    others: torch.Tensor
+    order: torch.Tensor
     start: torch.Tensor
+    lo_flat: torch.Tensor
+    slope_flat: torch.Tensor
     x_min: torch.Tensor
     x_max: torch.Tensor
+    inv_width: torch.Tensor
     col_offset: torch.Tensor
 
     def __init__(self, knots_x: list[NDArray[Any] | None], knots_y: list[NDArray[Any] | None]) -> None:
@@ -199,33 +206,56 @@ class MonotonePiecewiseLinear(nn.Module):
         self.register_load_state_dict_post_hook(lambda module, _keys: module._derive())  # type: ignore[no-untyped-call]
 
     def _derive(self) -> None:
-        """Segment start values and search tables from the stored knots (float64, then float32)."""
+        """Tables over the mapped columns only, from the stored knots (segment starts in float64).
+
+        Where every mapped column's segments have one width (the inverse maps: evenly spaced Gaussian
+        knots), the segment is found by one floor instead of a binary search.
+        """
         lo, hi = self.lo.double(), self.hi.double()
         slope, base = self.slope.double(), self.base.double()
         inside = torch.minimum(torch.maximum(lo[:, :, None], lo[:, None, :]), hi[:, None, :])
         start = self.offset.double()[:, None] + ((inside - base[:, None, :]) * slope[:, None, :]).sum(-1)
-        n_cols, n_segments = self.lo.shape
+        cols = torch.nonzero(self.mapped).flatten()
+        others = torch.nonzero(~self.mapped).flatten()
+        n_segments = self.lo.shape[1]
+        widths = (hi - lo)[cols]
+        self._uniform = bool(
+            len(cols) and torch.all(widths > 0) and torch.allclose(widths, widths[:, :1], rtol=1e-4)
+        )
         for name, value in (
-            ("start", start.float().flatten()),
-            ("x_min", self.lo[:, 0].clone()),
-            ("x_max", self.hi[:, -1].clone()),
-            ("col_offset", torch.arange(n_cols, dtype=torch.int64) * n_segments),
+            ("cols", cols),
+            ("others", others),
+            ("order", torch.argsort(torch.cat([cols, others]))),
+            ("start", start[cols].float().flatten()),
+            ("lo_flat", self.lo[cols].flatten()),
+            ("slope_flat", self.slope[cols].flatten()),
+            ("x_min", self.lo[cols, 0].clone()),
+            ("x_max", self.hi[cols, -1].clone()),
+            ("inv_width", (1.0 / widths[:, 0]).float() if self._uniform else torch.zeros(len(cols))),
+            ("col_offset", torch.arange(len(cols), dtype=torch.int64) * n_segments),
         ):
             self.register_buffer(name, value, persistent=False)
         self._steps = [1 << j for j in reversed(range(max(n_segments - 1, 0).bit_length()))]
+        self._n_mapped, self._n_others, self._last = len(cols), len(others), n_segments - 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map each column; unmapped columns are returned as they are."""
-        last = self.lo.shape[1] - 1
-        lo = self.lo.flatten()
-        xc = torch.minimum(torch.maximum(x, self.x_min), self.x_max)
-        idx = torch.zeros_like(xc, dtype=torch.int64)
-        for step in self._steps:
-            candidate = torch.clamp(idx + step, max=last)
-            idx = torch.where(lo[candidate + self.col_offset] <= xc, candidate, idx)
+        if not self._n_mapped:
+            return x
+        last = self._last
+        xc = torch.minimum(torch.maximum(x[:, self.cols], self.x_min), self.x_max)
+        if self._uniform:
+            idx = torch.clamp(torch.floor((xc - self.x_min) * self.inv_width).to(torch.int64), 0, last)
+        else:
+            idx = torch.zeros_like(xc, dtype=torch.int64)
+            for step in self._steps:
+                candidate = torch.clamp(idx + step, max=last)
+                idx = torch.where(self.lo_flat[candidate + self.col_offset] <= xc, candidate, idx)
         flat = idx + self.col_offset
-        y = self.start[flat] + self.slope.flatten()[flat] * (xc - lo[flat])
-        return torch.where(self.mapped, y, x)
+        y = self.start[flat] + self.slope_flat[flat] * (xc - self.lo_flat[flat])
+        if not self._n_others:
+            return y
+        return torch.cat([y, x[:, self.others]], dim=1)[:, self.order]
 
 
 def quantile_knots(
