@@ -176,6 +176,22 @@ def test_quantile_layers_are_exact_inverses_in_float32() -> None:
     np.testing.assert_array_equal(out[:, 1], [3.5, -2.0])
 
 
+def test_piecewise_layer_is_linear_interpolation_between_its_knots() -> None:
+    """The binary-search evaluation is np.interp, columns of different knot counts (padded) included."""
+    rng = np.random.default_rng(3)
+    x1 = np.sort(rng.normal(size=201)).astype(np.float32).astype(np.float64)
+    x2 = (np.sort(rng.exponential(size=37)) * 50).astype(np.float32).astype(np.float64)
+    y1, y2 = np.linspace(-5, 5, 201), np.cumsum(rng.uniform(0.1, 1.0, 37))
+    layer = MonotonePiecewiseLinear([x1, x2, None], [y1, y2, None])
+    grid = np.r_[x1, x2, x1[:-1] + np.diff(x1) / 3, -1e6, 1e6, 0.0]
+    rows = np.stack([grid, grid, grid], axis=1).astype(np.float32)
+    out = layer(torch.as_tensor(rows)).numpy().astype(np.float64)
+    xs = rows.astype(np.float64)
+    for j, (kx, ky) in enumerate(((x1, y1), (x2, y2))):
+        np.testing.assert_allclose(out[:, j], np.interp(xs[:, j], kx, ky), rtol=0, atol=1e-6 * np.ptp(ky))
+    np.testing.assert_array_equal(out[:, 2], rows[:, 2])
+
+
 def test_quantile_generator_round_trips_through_state_dict(tmp_path: Path) -> None:
     from ufsim_export.training.common import _torch_bytes
 

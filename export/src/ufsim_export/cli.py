@@ -15,6 +15,7 @@ log = logging.getLogger("ufsim_export")
 # Each subcommand imports its layer when it runs: `check` and `contract` need only the spec, while
 # the writer, the trainings and the report import onnx, torch, scikit-learn or matplotlib (seconds).
 DEFAULT_DATA = Path("../shared/data/lamarr-trk-2016MU")
+GENERATOR_STEPS = ("tracking_resolution", "tracking_covariance", "rich", "muon", "global_pid")
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -75,6 +76,19 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reexport(args: argparse.Namespace) -> int:
+    from .training import reexport  # deferred: see the note above
+
+    for step in args.steps:
+        if not (args.models / f"{step}.pt").is_file():
+            print(f"ufsim-export: error: --models {args.models}: no {step}.pt to re-export", file=sys.stderr)
+            return 2
+    for step in args.steps:
+        report = reexport.reexport(args.models, step)
+        print(f"{step}: rewrote {args.models / f'{step}.onnx'} (max error {report.worst:.2g})")
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from .validation.report import write_report  # deferred: see the note above
 
@@ -128,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="tiny subsample, few epochs (tests)")
     p.set_defaults(func=_train)
+    p = sub.add_parser("reexport", help="rewrite the generators' ONNX from their <step>.pt (no retraining)")
+    p.add_argument("--models", type=Path, default=Path("export/models"))
+    p.add_argument("--steps", nargs="+", default=list(GENERATOR_STEPS), choices=GENERATOR_STEPS)
+    p.set_defaults(func=_reexport)
     p = sub.add_parser("validate", help="write the validation report (export/reports/validation.md)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--models", type=Path, default=Path("export/models"))

@@ -144,9 +144,10 @@ def event_split(
 class MonotonePiecewiseLinear(nn.Module):
     """Per-column monotone piecewise-linear map y = f_c(x_c) through knots (x_k, y_k), flat outside.
 
-    Evaluated as ``y_mid + sum_k slope_k * (clip(x, x_k, x_k+1) - clip(x_mid, x_k, x_k+1))``: every term
-    is bounded by one segment, so no large terms cancel (float32 keeps the bulk exact even when the
-    tails span 10^4 times the core). Columns with no knots pass through unchanged.
+    Evaluated as ``y(lo_k) + slope_k * (x - lo_k)`` on the segment k found by a binary search (gathers
+    and comparisons only): a few operations per value instead of one per knot, and no sum over
+    segments, so ONNX Runtime and PyTorch round alike. ``y(lo_k)`` is computed once in float64 from the
+    stored knots. Columns with no knots pass through unchanged.
     """
 
     lo: torch.Tensor
@@ -156,6 +157,10 @@ class MonotonePiecewiseLinear(nn.Module):
     offset: torch.Tensor
     base: torch.Tensor
     mapped: torch.Tensor
+    start: torch.Tensor
+    x_min: torch.Tensor
+    x_max: torch.Tensor
+    col_offset: torch.Tensor
 
     def __init__(self, knots_x: list[NDArray[Any] | None], knots_y: list[NDArray[Any] | None]) -> None:
         super().__init__()
@@ -189,11 +194,37 @@ class MonotonePiecewiseLinear(nn.Module):
         self.register_buffer("offset", torch.tensor(offset, dtype=torch.float32))
         self.register_buffer("base", torch.minimum(torch.maximum(self.mid[:, None], self.lo), self.hi))
         self.register_buffer("mapped", torch.tensor([k is not None for k in knots_x]))
+        self._derive()
+        # loading a saved state replaces the knots, so the derived tables follow (torch's hook API is untyped)
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._derive())  # type: ignore[no-untyped-call]
+
+    def _derive(self) -> None:
+        """Segment start values and search tables from the stored knots (float64, then float32)."""
+        lo, hi = self.lo.double(), self.hi.double()
+        slope, base = self.slope.double(), self.base.double()
+        inside = torch.minimum(torch.maximum(lo[:, :, None], lo[:, None, :]), hi[:, None, :])
+        start = self.offset.double()[:, None] + ((inside - base[:, None, :]) * slope[:, None, :]).sum(-1)
+        n_cols, n_segments = self.lo.shape
+        for name, value in (
+            ("start", start.float().flatten()),
+            ("x_min", self.lo[:, 0].clone()),
+            ("x_max", self.hi[:, -1].clone()),
+            ("col_offset", torch.arange(n_cols, dtype=torch.int64) * n_segments),
+        ):
+            self.register_buffer(name, value, persistent=False)
+        self._steps = [1 << j for j in reversed(range(max(n_segments - 1, 0).bit_length()))]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map each column; unmapped columns are returned as they are."""
-        clipped = torch.minimum(torch.maximum(x.unsqueeze(-1), self.lo), self.hi)
-        y = self.offset + ((clipped - self.base) * self.slope).sum(dim=-1)
+        last = self.lo.shape[1] - 1
+        lo = self.lo.flatten()
+        xc = torch.minimum(torch.maximum(x, self.x_min), self.x_max)
+        idx = torch.zeros_like(xc, dtype=torch.int64)
+        for step in self._steps:
+            candidate = torch.clamp(idx + step, max=last)
+            idx = torch.where(lo[candidate + self.col_offset] <= xc, candidate, idx)
+        flat = idx + self.col_offset
+        y = self.start[flat] + self.slope.flatten()[flat] * (xc - lo[flat])
         return torch.where(self.mapped, y, x)
 
 
@@ -528,17 +559,18 @@ def load_generator(path: Path) -> QuantileResidualGenerator:
         n_residual=kwargs["n_residual"], continuous=kwargs["continuous"], n_knots=kwargs["n_knots"],
     )  # fmt: skip
     state = payload["state_dict"]
-    module.cond_transform = _piecewise_from_state(state, "cond_transform.")
-    module.out_transform = _piecewise_from_state(state, "out_transform.")
+    restore_quantile_layers(module, state)
     module.load_state_dict(state)
     module.eval()
     return module
 
 
-def _piecewise_from_state(state: dict[str, torch.Tensor], prefix: str) -> MonotonePiecewiseLinear:
-    """An empty :class:`MonotonePiecewiseLinear` with the buffer shapes of a saved one (then loaded)."""
-    lo = state[prefix + "lo"]
-    layer = MonotonePiecewiseLinear([None] * lo.shape[0], [None] * lo.shape[0])
-    for name in ("lo", "hi", "slope", "mid", "offset", "base", "mapped"):
-        setattr(layer, name, torch.zeros_like(state[prefix + name]))
-    return layer
+def restore_quantile_layers(module: QuantileResidualGenerator, state: dict[str, torch.Tensor], *,
+                            prefix: str = "") -> None:  # fmt: skip
+    """Give ``module``'s quantile layers the buffer shapes of a saved state, so it can be loaded."""
+    for name in ("cond_transform", "out_transform"):
+        lo = state[f"{prefix}{name}.lo"]
+        layer = MonotonePiecewiseLinear([None] * lo.shape[0], [None] * lo.shape[0])
+        for buffer in ("lo", "hi", "slope", "mid", "offset", "base", "mapped"):
+            setattr(layer, buffer, torch.zeros_like(state[f"{prefix}{name}.{buffer}"]))
+        setattr(module, name, layer)

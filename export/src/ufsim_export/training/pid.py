@@ -103,10 +103,10 @@ VERIFY_ROWS = 10_000
 class PartialQuantileGenerator(QuantileResidualGenerator):
     """:class:`QuantileResidualGenerator` whose ``passthrough`` outputs skip the quantile transform.
 
-    The global PID's centred ProbNN logits reach ±16; an inverse quantile map (a float32 sum over
-    ~200 segments) on them leaves ~1e-5 of rounding that the softmax passes on, more than the 1e-5
-    conversion-fidelity budget between PyTorch and ONNX Runtime. Those columns are only
-    standardised (the core's ``out_mean``/``out_scale``), which is exact to float32 rounding.
+    The global PID's centred ProbNN logits reach ±16; an inverse quantile map on them (steep float32
+    segments) adds rounding that the softmax passes on, up to the 1e-5 conversion-fidelity budget
+    between PyTorch and ONNX Runtime. Those columns are only standardised (the core's
+    ``out_mean``/``out_scale``), which is exact to float32 rounding.
     """
 
     def __init__(self, *args: Any, passthrough: Sequence[int] = (), **kwargs: Any) -> None:

@@ -1,0 +1,104 @@
+"""Re-export the generators' ONNX graphs from their saved PyTorch modules, without retraining.
+
+Why: how a trained module is written as ONNX can change (a cheaper evaluation of the same function)
+while its weights and knots, kept in ``<step>.pt``, do not. The conversion is verified as at training
+time, on conditions drawn from each column's own quantile knots (flags 0 or 1).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from ..convert import generator_to_onnx
+from ..convert.verify import VerificationReport, verify_generator
+from .common import (
+    QuantileResidualGenerator,
+    git_commit,
+    load_generator,
+    restore_quantile_layers,
+    sha256_files,
+    write_manifest,
+)
+from .distill import VERIFY_RTOL
+from .pid import MaskedGlobalPID, PartialQuantileGenerator
+
+DISTILLED = frozenset({"tracking_resolution", "tracking_covariance"})
+"""Steps verified to the distillation's tolerance (:data:`.distill.VERIFY_RTOL`); the others to 1e-5."""
+VERIFY_ROWS = 20_000
+
+
+def load_module(path: Path) -> nn.Module:
+    """The generator saved in ``<step>.pt``, whichever of the training classes wrote it."""
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    kwargs = dict(payload["kwargs"])
+    wrapper = kwargs.pop("wrapper", None)
+    if "passthrough" not in kwargs and wrapper is None:
+        return load_generator(path)
+    passthrough = kwargs.pop("passthrough", ())
+    inner = PartialQuantileGenerator(
+        kwargs.pop("n_conditions"), kwargs.pop("noise_dim"), kwargs.pop("n_outputs"),
+        passthrough=passthrough, **kwargs,
+    )  # fmt: skip
+    module: nn.Module = MaskedGlobalPID(inner) if wrapper == "MaskedGlobalPID" else inner
+    restore_quantile_layers(inner, payload["state_dict"], prefix="inner." if wrapper else "")
+    module.load_state_dict(payload["state_dict"])
+    module.eval()
+    return module
+
+
+def inner_generator(module: nn.Module) -> QuantileResidualGenerator:
+    """The quantile generator inside ``module`` (itself, or the one a wrapper holds)."""
+    inner = getattr(module, "inner", module)
+    if not isinstance(inner, QuantileResidualGenerator):
+        raise TypeError(f"{type(module).__name__} holds no QuantileResidualGenerator")
+    return inner
+
+
+def knot_conditions(module: nn.Module, n_rows: int, *, seed: int) -> NDArray[np.float32]:
+    """Verification conditions: mapped columns uniform in a random knot segment, others 0 or 1.
+
+    Every segment is equally likely, so the tails are covered as well as the core.
+    """
+    layer = inner_generator(module).cond_transform
+    lo, hi = layer.lo.numpy().astype(np.float64), layer.hi.numpy().astype(np.float64)
+    rng = np.random.default_rng(seed)
+    segment = rng.integers(0, lo.shape[1], size=(n_rows, lo.shape[0]))
+    cols = np.arange(lo.shape[0])
+    inside = lo[cols, segment] + rng.uniform(size=segment.shape) * (hi[cols, segment] - lo[cols, segment])
+    flags = rng.integers(0, 2, size=segment.shape).astype(np.float64)
+    return np.where(layer.mapped.numpy(), inside, flags).astype(np.float32)
+
+
+def reexport(models_dir: Path, step: str, *, seed: int = 0) -> VerificationReport:
+    """Write ``<step>.onnx`` anew from ``<step>.pt``, verify it, and record the export in ``<step>.json``."""
+    pt_path = models_dir / f"{step}.pt"
+    module = load_module(pt_path)
+    inner = inner_generator(module)
+    conditions = knot_conditions(module, VERIFY_ROWS, seed=seed)
+    noise = np.random.default_rng(seed + 7).standard_normal((VERIFY_ROWS, inner.noise_dim)).astype(np.float32)
+    model = generator_to_onnx(module, inner.n_conditions, inner.noise_dim)
+    rtol = VERIFY_RTOL if step in DISTILLED else 1e-5
+    report = verify_generator(module, model, conditions, noise, name=step, rtol=rtol)
+    onnx.save(model, models_dir / f"{step}.onnx")
+    manifest_path = models_dir / f"{step}.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["conversion_fidelity"] = {
+        "metric": f"|y_onnx - y| <= {rtol:g} * max(|y|, column spread)",
+        "max_error": report.max_error,
+        "rows": report.n_rows,
+    }
+    manifest["onnx_export"] = {
+        "from": f"{step}.pt",
+        "pt_sha256": sha256_files([pt_path]),
+        "git_commit": git_commit(),
+        "verified_on": f"{VERIFY_ROWS:,} conditions drawn from the quantile knots, seed {seed}",
+    }
+    write_manifest(manifest_path, manifest)
+    return report
