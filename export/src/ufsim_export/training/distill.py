@@ -288,14 +288,18 @@ def _refit_same_transforms(
     module: QuantileResidualGenerator, conditions: NDArray[Any], outputs: NDArray[Any], path: Path
 ) -> None:
     """Refit the transforms on the training set; they must equal the parent's (same labels), or it refuses."""
-    before = {k: v.clone() for k, v in module.state_dict().items() if not k.startswith("core.")}
-    before.update({k: v.clone() for k, v in module.core.state_dict().items() if k.endswith(("_mean", "_scale"))})
+
+    def fitted() -> dict[str, torch.Tensor]:
+        state = module.state_dict()
+        kept = (k for k in state if not k.startswith("core.") or k.endswith(("_mean", "_scale")))
+        return {k: state[k].clone().float() for k in kept}
+
+    before = fitted()
     module.fit_transforms(conditions, outputs)
-    after = dict(module.state_dict())
-    after.update(module.core.state_dict())
-    changed = [k for k, v in before.items() if not torch.allclose(v.float(), after[k].float(), rtol=1e-5, atol=1e-6)]
+    after = fitted()
+    changed = sorted(k for k, v in before.items() if not torch.allclose(v, after[k], rtol=1e-5, atol=1e-6))
     if changed:
-        raise ValueError(f"{path}: warm start on other labels (transforms differ: {', '.join(sorted(changed))})")
+        raise ValueError(f"{path}: warm start on other labels (transforms differ: {', '.join(changed)})")
 
 
 def _set_training_seconds(path: Path, seconds: float) -> None:
