@@ -9,7 +9,7 @@ import pyhepmc
 import pytest
 
 from ufsim_client import InputError, generate_pythia, particle_gun, read_hepmc, read_parquet
-from ufsim_client.events import SIMULATED_PIDS, pseudorapidity
+from ufsim_client.events import SIMULATED_PIDS, count_n_tracks, pseudorapidity
 from ufsim_client.readers import Spectra, parse_gun_spec, spectra_from_pythia
 
 
@@ -107,6 +107,51 @@ def test_parquet_events_in_order(tmp_path: Path) -> None:
     pq.write_table(_table(n_tracks=[5.0, 5.0, 7.0, 9.0]), tmp_path / "q.parquet")
     assert [e.n_tracks for e in read_parquet(tmp_path / "q.parquet")] == [5.0, 9.0, 7.0]
     assert len(list(read_parquet(tmp_path / "q.parquet", max_events=2))) == 2
+
+
+def test_parquet_n_tracks_and_links_per_event(tmp_path: Path) -> None:
+    """Shuffled rows of many events: each event's occupancy is count_n_tracks of its rows, in file order."""
+    rng = np.random.default_rng(2)
+    n = 3000
+    event = rng.integers(0, 80, n)
+    pid = rng.choice([11, -13, 211, -321, 2212], n)
+    momentum = rng.normal(0, 1, (n, 3)) * [1, 1, 10] * 1000
+    table = {
+        "event": event,
+        "pid": pid,
+        "x": rng.normal(size=n),
+        "y": rng.normal(size=n),
+        "z": rng.normal(size=n),
+    }
+    table |= {"px": momentum[:, 0], "py": momentum[:, 1], "pz": momentum[:, 2]}
+    pq.write_table(pa.table(table), tmp_path / "many.parquet")
+    events = list(read_parquet(tmp_path / "many.parquet"))
+    assert [e.number for e in events] == sorted(set(event.tolist()))
+    for e in events:
+        rows = np.flatnonzero(event == e.number)
+        assert e.n_tracks == count_n_tracks(pid[rows], momentum[rows])
+        assert e.mc is not None
+        np.testing.assert_array_equal(e.mc["MCKey"], rows)
+        np.testing.assert_array_equal(e.pid, pid[rows])
+        np.testing.assert_array_equal(e.momentum, momentum[rows].astype(np.float32))
+
+
+def test_parquet_row_groups_and_nulls(tmp_path: Path) -> None:
+    """Several row groups read as one table; a null is an error naming its column, as a NaN is."""
+    pq.write_table(_table(), tmp_path / "one.parquet")
+    pq.write_table(_table(), tmp_path / "groups.parquet", row_group_size=1)
+    assert pq.ParquetFile(tmp_path / "groups.parquet").num_row_groups == 4
+    for a, b in zip(
+        read_parquet(tmp_path / "one.parquet"), read_parquet(tmp_path / "groups.parquet"), strict=True
+    ):
+        np.testing.assert_array_equal(a.momentum, b.momentum)
+        np.testing.assert_array_equal(a.pid, b.pid)
+    for column, message in (("pz", "NaN"), ("pid", "integer")):
+        values = pa.array(_table().column(column).to_pylist()[:3] + [None])
+        pq.write_table(_table(**{column: values}), tmp_path / "null.parquet")
+        with pytest.raises(InputError, match=message) as err:
+            list(read_parquet(tmp_path / "null.parquet"))
+        assert err.value.field == column
 
 
 @pytest.mark.parametrize(

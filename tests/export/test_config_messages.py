@@ -1,9 +1,4 @@
-"""config.pbtxt is written from Triton's ModelConfig message; only the text formatting changed.
-
-``data/configs_string_templates`` holds the configs as the former string templates wrote them; parsed
-as ``ModelConfig`` messages they equal the messages the writer builds now, and what it writes parses
-back to the same message.
-"""
+"""config.pbtxt is written from Triton's ModelConfig message: what the writer writes parses back to it."""
 
 from __future__ import annotations
 
@@ -23,8 +18,6 @@ from ufsim_export.repository.writer import (
 )
 from ufsim_export.spec import PipelineSpec
 
-TEMPLATES = Path(__file__).parent / "data" / "configs_string_templates"
-
 
 def _parse(text: str) -> mc.ModelConfig:
     return text_format.Parse(text, mc.ModelConfig())
@@ -41,16 +34,6 @@ def _written_messages(spec: PipelineSpec) -> dict[str, mc.ModelConfig]:
     return {**_messages(spec), pv.MODEL_NAME: pv.model_config_message()}
 
 
-def test_every_model_has_a_template_config(spec: PipelineSpec) -> None:
-    assert sorted(p.stem for p in TEMPLATES.glob("*.pbtxt")) == sorted(_messages(spec))
-
-
-@pytest.mark.parametrize("name", sorted(p.stem for p in TEMPLATES.glob("*.pbtxt")))
-def test_template_config_equals_the_message(spec: PipelineSpec, name: str) -> None:
-    """The former hand-formatted config and the ModelConfig message say the same thing."""
-    assert _parse((TEMPLATES / f"{name}.pbtxt").read_text()) == _messages(spec)[name]
-
-
 def test_written_text_parses_back_to_the_message(spec: PipelineSpec, tmp_path: Path) -> None:
     messages = _written_messages(spec)
     written = write_configs(spec, tmp_path)
@@ -63,7 +46,7 @@ def test_written_text_parses_back_to_the_message(spec: PipelineSpec, tmp_path: P
 
 def test_a_changed_spec_changes_the_message(spec: PipelineSpec) -> None:
     """The comparison above can fail: a different batch size gives a different message."""
-    template = _parse((TEMPLATES / "features.pbtxt").read_text())
+    template = _parse(model_config(spec, spec.step("features")))
     template.max_batch_size = spec.max_batch_size + 1
     assert template != model_config_message(spec, spec.step("features"))
 

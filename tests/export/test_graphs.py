@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pandas as pd
 import pytest
 
 from ufsim_export.graphs import rng
 from ufsim_export.graphs.builder import GraphBuilder
-from ufsim_export.graphs.steps import build_graph_step
+from ufsim_export.graphs.steps import adapt_learnt, build_graph_step
 from ufsim_export.spec import PipelineSpec
 
 
@@ -110,26 +114,34 @@ def test_rng_graph_matches_numpy_reference() -> None:
         )
 
 
-def test_track_sampling_frequencies_follow_the_probabilities(spec: PipelineSpec) -> None:
+def test_acceptance_and_track_sampling_follow_the_probabilities(spec: PipelineSpec) -> None:
     n = 40000
     p_in = np.full((n, 1), 0.7, np.float32)
     eff = np.tile(np.array([[0.1, 0.6, 0.2, 0.1]], np.float32), (n, 1))
     species = np.full((n, 1), 3, np.int32)
     species[:100] = 0
     ctb = np.random.default_rng(0).normal(size=(n, 9)).astype(np.float32)
+    keys = _keys(n)
+    accepted = _run(
+        spec,
+        "acceptance_sampling",
+        {
+            "acceptance_probability": np.concatenate([1 - p_in, p_in], axis=1),
+            "species": species,
+            "rng_key": keys,
+        },
+    )["in_acceptance"]
+    assert np.all(accepted[:100] == 0)
+    assert abs(accepted[100:].mean() - 0.7) < 0.01
+    # tracking_efficiency gives 0 outside the acceptance (applies_to): the class draw must not need it
+    eff = np.where(accepted == 1, eff, 0.0).astype(np.float32)
     out = _run(
         spec,
         "track_sampling",
-        {
-            "acceptance_probability": np.concatenate([1 - p_in, p_in], axis=1),
-            "efficiency_probability": eff,
-            "species": species,
-            "ctb_features": ctb,
-            "rng_key": _keys(n),
-        },
+        {"in_acceptance": accepted, "efficiency_probability": eff, "ctb_features": ctb, "rng_key": keys},
     )
     tt = out["track_type"].ravel()
-    assert np.all(tt[:100] == -1)
+    np.testing.assert_array_equal(tt == -1, accepted.ravel() == 0)
     frac = {t: np.mean(tt[100:] == t) for t in (-1, 0, 3, 4, 5)}
     expected = {-1: 0.3, 0: 0.07, 3: 0.42, 4: 0.14, 5: 0.07}
     for t, f in expected.items():
@@ -205,8 +217,37 @@ def test_assembly_builds_state_covariance_and_sentinels(spec: PipelineSpec) -> N
     assert np.all((out["global_pid"][long][:, 4:] >= 0) & (out["global_pid"][long][:, 4:] <= 1))
 
 
-@pytest.mark.parametrize("step", ["features", "track_sampling", "pid_sampling", "assembly"])
+@pytest.mark.parametrize(
+    "step", ["features", "acceptance_sampling", "track_sampling", "pid_sampling", "assembly"]
+)
 def test_graph_steps_are_deterministic_bytes(spec: PipelineSpec, step: str) -> None:
     """Regenerating a graph gives the same bytes, so the committed repository can be diffed."""
     a = build_graph_step(spec, spec.step(step)).SerializeToString()
     assert a == build_graph_step(spec, spec.step(step)).SerializeToString()
+
+
+@pytest.mark.parametrize("step_name", ["tracking_covariance", "muon", "is_muon"])
+def test_gated_step_computes_only_its_rows(spec: PipelineSpec, step_name: str) -> None:
+    """applies_to: the gated rows get the bits the ungated step gives them, the others 0, for any mix."""
+    step = spec.step(step_name)
+    assert step.applies_to is not None
+    raw = onnx.load(Path(__file__).resolve().parents[2] / "export" / "models" / f"{step_name}.onnx")
+    ungated = dataclasses.replace(
+        step, applies_to=None, inputs=tuple(r for r in step.inputs if r.name != step.applies_to.tensor)
+    )
+    gated_session = _session(adapt_learnt(spec, step, onnx.ModelProto.FromString(raw.SerializeToString())))
+    full_session = _session(adapt_learnt(spec, ungated, raw))
+    n = 257
+    rng_ = np.random.default_rng(4)
+    feeds = {ref.name: rng_.uniform(0.0, 3.0, (n, spec.tensor(ref.name).width)).astype(np.float32)
+             for ref in step.tensor_inputs}  # fmt: skip
+    if step.uses_rng:
+        feeds["rng_key"] = _keys(n)
+    full = full_session.run(None, feeds)[0]
+    allowed = np.asarray(step.applies_to.values, np.int32)
+    mixed = rng_.choice(np.r_[allowed, -1, 0], (n, 1))
+    for gate in (mixed, np.full((n, 1), -1), np.full((n, 1), allowed[0])):
+        got = gated_session.run(None, {**feeds, step.applies_to.tensor: gate.astype(np.int32)})[0]
+        chosen = np.isin(gate[:, 0], allowed)
+        np.testing.assert_array_equal(got[chosen], full[chosen])
+        assert not got[~chosen].any()

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ufsim_export.spec import PipelineSpec, SpecError, default_spec_path, parse_spec
+from ufsim_export.spec import Gate, PipelineSpec, SpecError, default_spec_path, parse_spec
 
 
 @pytest.fixture()
@@ -86,6 +86,15 @@ def test_shape_mismatch_with_ensemble_output(raw: dict[str, Any]) -> None:
         parse_spec(raw)
 
 
+def test_gates_resolve_track_type_names(spec: PipelineSpec) -> None:
+    gates = {step.name: step.applies_to for step in spec.steps if step.applies_to}
+    reconstructed = tuple(spec.track_type(n) for n in ("long", "upstream", "downstream"))
+    assert gates["tracking_resolution"] == Gate("track_type", reconstructed)
+    assert gates["muon"] == Gate("is_muon", (1,))
+    assert "track_type" not in [ref.name for ref in spec.step("rich").tensor_inputs]
+    assert "track_type" in [ref.name for ref in spec.step("rich").inputs]
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
@@ -104,6 +113,32 @@ def test_shape_mismatch_with_ensemble_output(raw: dict[str, Any]) -> None:
             r"selects columns \[9\] outside 0..8",
         ),
         (lambda r: _step(r, "acceptance").update(classes=["a", "b", "c"]), r"2 columns for 3 classes"),
+        (
+            lambda r: _step(r, "rich").update(applies_to={"tensor": "track_type", "values": ["lng"]}),
+            r"step 'rich': applies_to: value 'lng' is not an integer or a track type name; accepted names: "
+            r"\['downstream', 'long'",
+        ),
+        (
+            lambda r: _step(r, "muon").update(applies_to={"tensor": "is_muon", "values": ["long"]}),
+            r"value 'long' is not an integer .* \(for tensor 'track_type' only\)",
+        ),
+        (
+            lambda r: _step(r, "global_pid").update(applies_to={"tensor": "is_muon_flag", "values": [1]}),
+            r"step 'global_pid': applies_to: 'is_muon_flag' is also listed in inputs; name it only here",
+        ),
+        (
+            lambda r: _step(r, "rich").update(applies_to={"tensor": "is_muon_probability", "values": [1]}),
+            r"step 'rich': applies_to needs a learnt step and an INT32 tensor of one column; "
+            r"'is_muon_probability' is FP32\[2\]",
+        ),
+        (
+            lambda r: _step(r, "pid_sampling").update(applies_to={"tensor": "species", "values": [3]}),
+            r"step 'pid_sampling': applies_to needs a learnt step .* on a graph step",
+        ),
+        (
+            lambda r: _step(r, "rich").update(applies_to={"tensor": "track_type", "values": []}),
+            r"values",
+        ),
         (
             lambda r: r["outputs"].append({"name": "ghost", "dtype": "FP32", "dims": [1]}),
             r"ensemble output 'ghost' is not produced",

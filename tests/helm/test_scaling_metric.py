@@ -13,6 +13,7 @@ from helm_support import ROOT, Manifest, find, render, with_overrides
 COMPOSING = [
     "features",
     "acceptance",
+    "acceptance_sampling",
     "tracking_efficiency",
     "track_sampling",
     "tracking_resolution",

@@ -88,20 +88,24 @@ class Batcher:
 
     def _emit(self) -> Request:
         chunks, self._pending, self._count = self._pending, [], 0
-        event = np.concatenate([np.full(c.stop - c.start, c.number, dtype=np.int64) for c in chunks])
-        index = np.concatenate([np.arange(c.start, c.stop, dtype=np.int32) for c in chunks])
+        lengths = np.fromiter((c.stop - c.start for c in chunks), np.int64, len(chunks))
+        offsets = np.cumsum(lengths) - lengths
+        starts = np.fromiter((c.start for c in chunks), np.int64, len(chunks))
+        event = np.repeat(np.fromiter((c.number for c in chunks), np.int64, len(chunks)), lengths)
+        index = (np.arange(len(event)) - np.repeat(offsets - starts, lengths)).astype(np.int32)
+        n_tracks = np.fromiter((c.event.n_tracks for c in chunks), np.float32, len(chunks))
         inputs: dict[str, NDArray[Any]] = {
             "pid": np.concatenate([c.event.pid[c.start : c.stop] for c in chunks]),
             "origin": np.concatenate([c.event.origin[c.start : c.stop] for c in chunks]),
             "momentum": np.concatenate([c.event.momentum[c.start : c.stop] for c in chunks]),
-            "n_tracks": np.concatenate(
-                [np.full(c.stop - c.start, c.event.n_tracks, dtype=np.float32) for c in chunks]
-            ),
+            "n_tracks": np.repeat(n_tracks, lengths),
             "rng_key": rng_keys(self.seed, event, index),
         }
         last = chunks[-1]
         finished = last.number if last.stop == len(last.event) else last.number - 1
-        request = Request(self._next_id, event, index, inputs, last_event=finished, truth=_truth(chunks))
+        request = Request(
+            self._next_id, event, index, inputs, last_event=finished, truth=_truth(chunks, lengths)
+        )
         request.pv_true, request.pv_keys, request.pv_row = self._vertices(chunks)
         self._next_id += 1
         return request
@@ -120,40 +124,37 @@ class Batcher:
                 pv_row.append(np.full(c.stop - c.start, -1, dtype=np.int32))
                 continue
             own = c.event.own_pv[c.start : c.stop]
+            row_of = np.full(len(pvs) + 1, -1, dtype=np.int32)  # own PV -1 reads the last entry
             for k in np.unique(own[own >= 0]).tolist():
                 if (c.number, k) not in rows:
                     rows[(c.number, k)] = len(positions)
                     positions.append(pvs[k])
                     numbers.append(c.number)
                     indices.append(k)
-            pv_row.append(np.asarray([rows[(c.number, k)] if k >= 0 else -1 for k in own.tolist()], np.int32))
+                row_of[k] = rows[(c.number, k)]
+            pv_row.append(row_of[own])
         keys = pv_keys(self.seed, np.asarray(numbers, np.int64), np.asarray(indices, np.int64))
         true = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
         return true, keys.astype(np.uint64), np.concatenate(pv_row)
 
 
-def _truth(chunks: list[_Chunk]) -> dict[str, NDArray[Any]]:
+def _truth(chunks: list[_Chunk], lengths: NDArray[np.int64]) -> dict[str, NDArray[Any]]:
     """Generator links of the chunks' particles (each column's default where a reader gave none)."""
     columns: dict[str, NDArray[Any]] = {}
     for name, (dtype, default) in MC_COLUMNS.items():
-        parts = []
-        for c in chunks:
-            mc = c.event.mc
-            if mc is not None and name in mc:
-                parts.append(mc[name][c.start : c.stop])
-            else:
-                parts.append(np.full(c.stop - c.start, default, dtype=dtype))
-        columns[name] = np.concatenate(parts).astype(dtype)
-    columns["nPVs"] = np.concatenate(
-        [
-            np.full(
-                c.stop - c.start,
-                0 if c.event.primary_vertices is None else len(c.event.primary_vertices),
-                np.int32,
-            )
-            for c in chunks
+        given = [c.event.mc is not None and name in c.event.mc for c in chunks]
+        if not any(given):
+            columns[name] = np.full(int(lengths.sum()), default, dtype=dtype)
+            continue
+        parts = [
+            c.event.mc[name][c.start : c.stop]
+            if has and c.event.mc is not None
+            else np.full(c.stop - c.start, default, dtype=dtype)
+            for c, has in zip(chunks, given, strict=True)
         ]
-    )
+        columns[name] = np.concatenate(parts).astype(dtype, copy=False)
+    n_pvs = (0 if c.event.primary_vertices is None else len(c.event.primary_vertices) for c in chunks)
+    columns["nPVs"] = np.repeat(np.fromiter(n_pvs, np.int32, len(chunks)), lengths)
     return columns
 
 

@@ -25,6 +25,8 @@ __all__ = [
     "SIMULATED_PIDS",
     "Event",
     "count_n_tracks",
+    "in_n_tracks",
+    "is_simulated",
     "pseudorapidity",
     "select_simulated",
 ]
@@ -51,6 +53,19 @@ its first mother (0: none) and ``MC_MOTHER_KEY`` that mother's ``MCKey`` (-1: no
 """
 
 _ACCEPTED = ", ".join(f"±{p}" for p in SIMULATED_PIDS)
+_SIMULATED_TABLE = np.zeros(max(SIMULATED_PIDS) + 1, dtype=bool)
+_SIMULATED_TABLE[list(SIMULATED_PIDS)] = True
+
+
+def is_simulated(pid: ArrayLike) -> NDArray[np.bool_]:
+    """Whether each |pid| is in :data:`SIMULATED_PIDS` (a table look-up: ``np.isin`` costs ~0.1 ms a call)."""
+    values = np.asarray(pid)
+    if values.dtype.kind not in "iu":
+        return np.isin(np.abs(values), SIMULATED_PIDS)
+    magnitude = np.abs(values.astype(np.int64))
+    inside = (magnitude >= 0) & (magnitude < len(_SIMULATED_TABLE))
+    found: NDArray[np.bool_] = inside & _SIMULATED_TABLE[np.where(inside, magnitude, 0)]
+    return found
 
 
 def pseudorapidity(momentum: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
@@ -66,18 +81,23 @@ def select_simulated(pid: ArrayLike, momentum: ArrayLike) -> NDArray[np.bool_]:
     """Mask of particles to send: |pid| in :data:`SIMULATED_PIDS` and pz > 0 (final state is the caller's)."""
     pid_arr = np.asarray(pid)
     mom = np.asarray(momentum, dtype=np.float64).reshape(-1, 3)
-    return np.isin(np.abs(pid_arr), SIMULATED_PIDS) & (mom[:, 2] > 0)
+    return is_simulated(pid_arr) & (mom[:, 2] > 0)
 
 
 def count_n_tracks(pid: ArrayLike, momentum: ArrayLike) -> int:
     """Occupancy of an event from its final-state particles: simulated species with 2 < eta < 5."""
+    return int(np.count_nonzero(in_n_tracks(pid, momentum)))
+
+
+def in_n_tracks(pid: ArrayLike, momentum: ArrayLike) -> NDArray[np.bool_]:
+    """Which particles :func:`count_n_tracks` counts (for many events at once, summed per event)."""
     pid_arr = np.asarray(pid)
     mom = np.asarray(momentum, dtype=np.float64).reshape(-1, 3)
     if len(pid_arr) == 0:
-        return 0
+        return np.zeros(0, dtype=bool)
     eta = pseudorapidity(mom)
     lo, hi = ETA_RANGE
-    return int(np.count_nonzero(np.isin(np.abs(pid_arr), SIMULATED_PIDS) & (eta > lo) & (eta < hi)))
+    return is_simulated(pid_arr) & (eta > lo) & (eta < hi)
 
 
 @dataclass
@@ -159,7 +179,7 @@ def _as_pid(values: object, where: str) -> NDArray[np.int32]:
         raise InputError("pid", f"expected integer PDG ids, not dtype {arr.dtype}{where}")
     if arr.ndim != 1:
         raise InputError("pid", f"expected shape (n,), not {arr.shape}{where}")
-    bad = ~np.isin(np.abs(arr.astype(np.int64)), SIMULATED_PIDS)
+    bad = ~is_simulated(arr)
     if bad.any():
         unknown = sorted({int(v) for v in arr[bad]})[:10]
         raise InputError(

@@ -80,6 +80,17 @@ class InputRef:
 
 
 @dataclass(frozen=True)
+class Gate:
+    """The rows a learnt step runs on: those whose ``tensor`` (INT32, one column) is one of ``values``.
+
+    The step computes only those rows and returns 0 for the others, which downstream steps ignore.
+    """
+
+    tensor: str
+    values: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class StepSpec:
     """One composing model of the ensemble."""
 
@@ -90,11 +101,13 @@ class StepSpec:
     stream: int | None = None
     noise_dim: int | None = None
     classes: tuple[str, ...] = ()
+    applies_to: Gate | None = None
 
     @property
     def tensor_inputs(self) -> tuple[InputRef, ...]:
-        """Inputs other than the random key (for learnt models: the conditions, in order)."""
-        return tuple(ref for ref in self.inputs if ref.name != RNG_KEY)
+        """Inputs other than the random key and the gate (for learnt models: the conditions, in order)."""
+        skip = {RNG_KEY} | ({self.applies_to.tensor} if self.applies_to else set())
+        return tuple(ref for ref in self.inputs if ref.name not in skip)
 
     @property
     def uses_rng(self) -> bool:
@@ -215,6 +228,11 @@ _StepInput = Annotated[Annotated[str, Tag(BARE)] | Annotated[_InputRef, Tag("inl
 _StepOutput = Annotated[Annotated[str, Tag(BARE)] | Annotated[_Tensor, Tag("inline")], _bare_or("inline")]
 
 
+class _Gate(_Strict):
+    tensor: str
+    values: list[int | str] = Field(min_length=1)
+
+
 class _Step(_Strict):
     name: str
     kind: str
@@ -223,6 +241,7 @@ class _Step(_Strict):
     stream: int | None = None
     noise_dim: int | None = None
     classes: list[str] = Field(default_factory=list)
+    applies_to: _Gate | None = None
 
     @model_validator(mode="after")
     def _known_kind(self) -> _Step:
@@ -280,6 +299,7 @@ _SCHEMAS: dict[tuple[str, ...], type[_Strict]] = {
     ("steps",): _Step,
     ("steps", "inputs"): _InputRef,
     ("steps", "outputs"): _Tensor,
+    ("steps", "applies_to"): _Gate,
 }
 """The schema at a location (its field names, ignoring list indices): says which keys are accepted."""
 
@@ -336,7 +356,29 @@ def _input_ref(raw: str | _InputRef) -> InputRef:
     return InputRef(raw.name, None if raw.columns is None else tuple(raw.columns))
 
 
-def _step(raw: _Step, outputs_by_name: dict[str, TensorSpec]) -> StepSpec:
+def _gate(raw: _Step, track_types: dict[str, int]) -> Gate | None:
+    """The step's ``applies_to``, track-type names (``long``) replaced by their codes."""
+    if raw.applies_to is None:
+        return None
+    where = f"step {raw.name!r}: applies_to"
+    if any(ref == raw.applies_to.tensor or getattr(ref, "name", None) == raw.applies_to.tensor
+           for ref in raw.inputs):  # fmt: skip
+        raise SpecError(f"{where}: {raw.applies_to.tensor!r} is also listed in inputs; name it only here")
+    values: list[int] = []
+    for value in raw.applies_to.values:
+        if isinstance(value, int):
+            values.append(value)
+        elif raw.applies_to.tensor == "track_type" and value in track_types:
+            values.append(track_types[value])
+        else:
+            raise SpecError(
+                f"{where}: value {value!r} is not an integer or a track type name; accepted names: "
+                f"{sorted(track_types)} (for tensor 'track_type' only)"
+            )
+    return Gate(raw.applies_to.tensor, tuple(values))
+
+
+def _step(raw: _Step, outputs_by_name: dict[str, TensorSpec], track_types: dict[str, int]) -> StepSpec:
     where = f"step {raw.name!r}"
     outputs: list[TensorSpec] = []
     for out in raw.outputs:
@@ -346,14 +388,17 @@ def _step(raw: _Step, outputs_by_name: dict[str, TensorSpec]) -> StepSpec:
             outputs.append(outputs_by_name[out])
         else:
             outputs.append(_tensor(out))
+    gate = _gate(raw, track_types)
+    inputs = tuple(_input_ref(r) for r in raw.inputs) + ((InputRef(gate.tensor),) if gate else ())
     return StepSpec(
         name=raw.name,
         kind=raw.kind,
-        inputs=tuple(_input_ref(r) for r in raw.inputs),
+        inputs=inputs,
         outputs=tuple(outputs),
         stream=raw.stream,
         noise_dim=raw.noise_dim,
         classes=tuple(raw.classes),
+        applies_to=gate,
     )
 
 
@@ -373,7 +418,10 @@ def parse_spec(raw: Any, source: Path | None = None) -> PipelineSpec:
         max_queue_delay_microseconds=model.max_queue_delay_microseconds,
         inputs=tuple(_tensor(t) for t in model.inputs),
         outputs=outputs,
-        steps=tuple(_step(s, {t.name: t for t in outputs}) for s in model.steps),
+        steps=tuple(
+            _step(s, {t.name: t for t in outputs}, {t.name: t.code for t in model.track_types})
+            for s in model.steps
+        ),
         species=tuple(SpeciesSpec(s.name, s.pdg) for s in model.species),
         track_types=tuple(TrackTypeSpec(t.name, t.code) for t in model.track_types),
         onnxruntime_parameters=tuple(model.onnxruntime_parameters.items()),
@@ -452,6 +500,13 @@ def _check_wiring(spec: PipelineSpec) -> dict[str, TensorSpec]:
                 raise SpecError(
                     f"{where}: output {step.outputs[0].name!r} has {step.outputs[0].width} columns "
                     f"for {len(step.classes)} classes"
+                )
+        if step.applies_to is not None:
+            gate = available[step.applies_to.tensor]
+            if step.kind == "graph" or gate.dtype != "INT32" or gate.width != 1:
+                raise SpecError(
+                    f"{where}: applies_to needs a learnt step and an INT32 tensor of one column; "
+                    f"{step.applies_to.tensor!r} is {gate.dtype}{list(gate.dims)} on a {step.kind} step"
                 )
         if step.kind != "graph":
             for ref in step.tensor_inputs:

@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 
 from ufsim_client import extras
 from ufsim_client.errors import InputError
-from ufsim_client.events import SIMULATED_PIDS, Event
+from ufsim_client.events import Event, is_simulated
 from ufsim_client.readers._record import event_from_record
 from ufsim_client.readers.hepmc_check import check_hepmc_file
 
@@ -68,7 +68,9 @@ def _collision(ev: Any, final_status: frozenset[int], source: int) -> _Collision
     arrays = ev.numpy.particles
     status = np.asarray(arrays.status)
     pid = np.asarray(arrays.pid, dtype=np.int64)
-    final = np.isin(status, list(final_status))
+    final = np.zeros(len(status), dtype=bool)
+    for code in final_status:
+        final |= status == code
     momentum = np.stack([arrays.px, arrays.py, arrays.pz], axis=1) * mom_scale
     n = len(pid)
     origin = np.zeros((n, 3))
@@ -76,7 +78,7 @@ def _collision(ev: Any, final_status: frozenset[int], source: int) -> _Collision
     mother_key = np.full(n, -1, dtype=np.int64)
     particles = ev.particles
     event_pos = _position(ev.event_pos(), len_scale)
-    for i in np.flatnonzero(final & np.isin(np.abs(pid), SIMULATED_PIDS)):
+    for i in np.flatnonzero(final & is_simulated(pid)).tolist():
         vertex = particles[i].production_vertex
         if vertex is None:
             origin[i] = event_pos
@@ -125,7 +127,7 @@ def read_hepmc(
     """Events from HepMC2/HepMC3 ASCII files, numbered from 0 in reading order.
 
     Events without a particle to simulate are skipped but keep their number. ``max_events`` counts
-    every event read, skipped or not. Each file is checked line by line first
+    every event read, skipped or not. Each file is checked first
     (:func:`~ufsim_client.readers.hepmc_check.check_hepmc_file`), and every event pyhepmc builds must
     hold the particles its lines declare.
 
@@ -146,11 +148,12 @@ def read_hepmc(
             raise FileNotFoundError(f"HepMC input {str(path)!r} does not exist")
         collisions: list[_Collision] = []
         for checked, gen_event in _parsed_events(hepmc, path):
-            if len(gen_event.particles) != checked.particles:
+            built = len(gen_event.numpy.particles.id)  # gen_event.particles would wrap each particle
+            if built != checked.particles:
                 raise InputError(
                     "input",
                     f"{os.fspath(path)}: event {checked.number} (line {checked.line}): pyhepmc read "
-                    f"{len(gen_event.particles)} particles, the file declares {checked.particles}",
+                    f"{built} particles, the file declares {checked.particles}",
                 )
             collision = _collision(gen_event, status, source)
             if crossing == "file":

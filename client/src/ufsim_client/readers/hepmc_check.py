@@ -5,6 +5,10 @@ truncated file, random bytes or an empty file read as zero events, and a garbled
 as whatever its numbers parse to. This check reads the file once, checks the header, every ``E``,
 ``V`` and ``P`` line's fields, the particle count each event declares and the end-of-listing line,
 and returns each event's particle count so the reader can compare it with what pyhepmc built.
+
+A well-formed file is checked a whole event at a time by regular expressions (a few times faster than
+splitting every line in Python); anything they do not accept, valid or not, is left to the line-by-line
+check, which decides and names the line. The expressions accept a subset of what the line check does.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import gzip
 import io
 import lzma
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -47,6 +52,129 @@ def _open(path: str | os.PathLike[str]) -> io.BufferedIOBase:
     if magic.startswith(b"\xfd7zXZ\x00"):
         return lzma.LZMAFile(path, "rb")
     return open(path, "rb")
+
+
+_CHUNK = 1 << 24
+"""Bytes read at a time by the whole-event check (whole events are checked; a longer event is kept whole)."""
+_TEXT = bytes(range(0x20, 0x7F)) + b"\n"
+"""Bytes the whole-event check lets through; any other (tabs, CR, non-ASCII) goes to the line check."""
+_INT = rb"[-+]?+\d++"
+_FLOAT = rb"[-+]?+(?:\d++\.?+\d*+|\.\d++)(?:[eE][-+]?+\d++)?+"
+"""What int() and float() read, in the usual spellings only (possessive: no backtracking)."""
+_MAX_LISTED = 4
+"""Most colour flows (P) or weights (V) on a line the whole-event check reads; more go to the line check."""
+
+
+def _fields(pattern: bytes, count: int) -> bytes:
+    return b"".join([b" " + pattern] * count)
+
+
+def _listed(item: bytes, per_entry: int) -> bytes:
+    """A count n (0 to _MAX_LISTED) then n * per_entry items."""
+    entries = (str(n).encode() + _fields(item, per_entry * n) for n in range(_MAX_LISTED + 1))
+    return b"(?:" + b"|".join(entries) + b")"
+
+
+_LINE_END = rb"(?=\n|\Z)"
+_P_LINE = {
+    "HepMC2": re.compile(
+        rb"\nP" + _fields(_INT, 2) + _fields(_FLOAT, 5) + _fields(_INT, 1) + _fields(_FLOAT, 2)
+        + _fields(_INT, 1) + b" " + _listed(_INT, 2) + _LINE_END
+    ),
+    "HepMC3": re.compile(rb"\nP" + _fields(_INT, 3) + _fields(_FLOAT, 5) + _fields(_INT, 1) + _LINE_END),
+}  # fmt: skip
+_V2_LINE = re.compile(
+    rb"\nV" + _fields(_INT, 2) + _fields(_FLOAT, 4) + rb" \+?+(\d++) \+?+(\d++) " + _listed(_FLOAT, 1)
+    + _LINE_END
+)  # fmt: skip
+"""A HepMC2 vertex line; its groups are the counts of orphan and outgoing particles."""
+_PROLOGUE = re.compile(
+    rb"(?:[ ]*\n|HepMC::Version[^\n]*\n)*(" + b"|".join(re.escape(k.encode()) for k in _FORMATS) + rb")\n"
+)
+
+
+def _whole_events(path: str | os.PathLike[str], chunk_bytes: int = _CHUNK) -> list[CheckedEvent] | None:
+    """The events of a well-formed file, checked ``chunk_bytes`` of whole events at a time.
+
+    None when anything is unusual: the line-by-line check then decides.
+    """
+    events: list[CheckedEvent] = []
+    formats: tuple[str, str] | None = None
+    line, pending = 1, b""
+    try:
+        with _open(path) as handle:
+            while True:
+                chunk = handle.read(chunk_bytes)
+                searched, pending = max(0, len(pending) - 2), pending + chunk
+                cut = pending.rfind(b"\nE ", searched) + 1 if chunk else len(pending)
+                if chunk and cut == 0:
+                    continue
+                segment, pending = pending[:cut], pending[cut:]
+                if segment.translate(None, _TEXT):
+                    return None
+                if formats is None:
+                    header = _PROLOGUE.match(segment)
+                    if header is None:
+                        return None
+                    formats = _FORMATS[header.group(1).decode()]
+                    line += segment.count(b"\n", 0, header.end())
+                    segment = segment[header.end() :]
+                body = segment if chunk else _before_end(segment, formats[1].encode())
+                if body is None or formats[1].encode() in body:
+                    return None
+                found = _segment_events(body, formats[0], line)
+                if found is None:
+                    return None
+                events += found
+                line += body.count(b"\n")
+                if not chunk:
+                    return events or None
+    except (OSError, EOFError, ValueError):
+        return None
+
+
+def _before_end(segment: bytes, end: bytes) -> bytes | None:
+    """The lines before the end-of-listing line, when only blank space follows it; else None."""
+    at = segment.rfind(end)
+    if at < 0 or (at > 0 and segment[at - 1 : at] != b"\n") or segment[at + len(end) :].strip(b" \n"):
+        return None
+    return segment[:at]
+
+
+def _segment_events(body: bytes, version: str, line: int) -> list[CheckedEvent] | None:
+    """The events of ``body`` (whole lines starting at an ``E`` line, its first line numbered ``line``)."""
+    if body[:1] == b" " or b"\n " in body or b"\n\n" in body or b"\nE\n" in body:
+        return None
+    if not body.startswith(b"E "):  # lines before the first event (HepMC3 run info): no P, V or E line
+        first = body.find(b"\nE ") + 1 or len(body)
+        preamble = b"\n" + body[:first]
+        if any(kind in preamble for kind in (b"\nP", b"\nV", b"\nE")):
+            return None
+        line += preamble.count(b"\n") - 1
+        body = body[first:]
+    events: list[CheckedEvent] = []
+    if not body:
+        return events
+    for block in (b"\n" + body[:-1]).split(b"\nE ")[1:]:
+        tokens = block.partition(b"\n")[0].split()
+        try:
+            number = int(tokens[0])
+            declared = int(tokens[2]) if version == "HepMC3" else 0
+        except (ValueError, IndexError):
+            return None
+        particles = block.count(b"\nP ")
+        if block.count(b"\nP") != particles or len(_P_LINE[version].findall(block)) != particles:
+            return None
+        if version == "HepMC2":
+            vertices = _V2_LINE.findall(block)
+            if len(tokens) < 10 or len(vertices) != block.count(b"\nV"):
+                return None
+            declared = sum(int(orphans) + int(outgoing) for orphans, outgoing in vertices)
+        if declared != particles:
+            return None
+        events.append(CheckedEvent(number, line, particles))
+        line += block.count(b"\n") + 1
+    return events
 
 
 def _ints(tokens: list[str]) -> list[int]:
@@ -98,12 +226,18 @@ def _lines(handle: io.BufferedIOBase) -> Iterator[tuple[int, str]]:
 
 
 def check_hepmc_file(path: str | os.PathLike[str]) -> list[CheckedEvent]:
-    """Check a HepMC2/HepMC3 ASCII file line by line; returns its events in file order.
+    """Check a HepMC2/HepMC3 ASCII file; returns its events in file order.
 
     Raises:
         InputError: field ``input``, naming the file, the event (its ``E`` line number) and the line,
             for a file that is not HepMC ASCII, is truncated, holds no event, or has a malformed line.
     """
+    events = _whole_events(path)
+    return events if events is not None else _line_check(path)
+
+
+def _line_check(path: str | os.PathLike[str]) -> list[CheckedEvent]:
+    """The check line by line: slower, but it decides every file and names the failing line."""
     name = os.fspath(path)
     events: list[CheckedEvent] = []
     current: dict[str, int] | None = None

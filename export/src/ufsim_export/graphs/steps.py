@@ -9,7 +9,9 @@ Graph steps (named in the spec with ``kind: graph``):
   component beyond :data:`MAX_MOMENTUM_MEV` is not simulated (species 0, hence ``track_type = -1``
   and every output at its sentinel), and its features are computed from harmless stand-in values,
   so the server's contract holds for any input a Triton client sends.
-- ``track_sampling``: samples acceptance and the track class; builds the resolution conditions.
+- ``acceptance_sampling``: samples the geometrical acceptance of simulated particles.
+- ``track_sampling``: samples the track class of the particles in acceptance; builds the resolution
+  conditions.
 - ``pid_sampling``: samples isMuon for long tracks.
 - ``assembly``: reconstructed state, covariance and PID with documented sentinels.
 
@@ -28,7 +30,7 @@ import onnx
 from numpy.typing import NDArray
 from onnx import version_converter
 
-from ..spec import RNG_KEY, PipelineSpec, StepSpec
+from ..spec import RNG_KEY, Gate, PipelineSpec, StepSpec
 from . import elementary, rng
 from .builder import OPSET, GraphBuilder
 
@@ -103,8 +105,11 @@ def _build_features(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict
         return b.op("Mul", v, v)
 
     math = elementary.GraphOps(b)
-    pt = elementary.sqrt(math, b.op("Add", sq(px), sq(py)))
-    p = elementary.sqrt(math, b.op("Add", b.op("Add", sq(px), sq(py)), sq(pz)))
+    # pt and p in one [N, 2] square root, over the squares' possible range (|component| <= 1e7 MeV gives
+    # p^2 < 2^50; pt below 2^-20 MeV is only ever used as max(pt, 1e-6)): half the nodes of two roots
+    pt2 = b.op("Add", sq(px), sq(py))
+    roots = elementary.sqrt(math, b.concat(pt2, b.op("Add", pt2, sq(pz))), min_exp=-40, max_exp=50)
+    pt, p = b.col(roots, 0), b.col(roots, 1)
     log10_p = b.op("Mul", elementary.log(math, p, min_exp=-10, max_exp=64), b.const(1.0 / np.log(10.0)))
     forward = b.op("Greater", pz, zero)
     safe_pz = b.where(forward, pz, one)
@@ -170,15 +175,23 @@ def _build_features(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict
     return {"species": species, **features}
 
 
+def _build_acceptance_sampling(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict[str, str]:
+    x = _inputs(b, spec, step)
+    assert step.stream is not None
+    u = rng.uniforms_graph(b, x[RNG_KEY], step.stream, 1)
+    inside = b.op("Less", u, b.col(x["acceptance_probability"], 1))
+    simulated = b.op("Greater", x["species"], b.const(0, np.int32))
+    return {"in_acceptance": b.cast(b.op("And", simulated, inside), "INT32")}
+
+
 def _build_track_sampling(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict[str, str]:
     x = _inputs(b, spec, step)
     assert step.stream is not None
-    u = rng.uniforms_graph(b, x[RNG_KEY], step.stream, 2)
-    in_acceptance = b.op("Less", b.col(u, 0), b.col(x["acceptance_probability"], 1))
+    u = rng.uniforms_graph(b, x[RNG_KEY], step.stream, 1)
     # inverse-CDF sampling of the class; u scaled by the sum so rounding never leaves a gap
     probs = x["efficiency_probability"]
     cdf = b.op("CumSum", probs, b.const(1, np.int64))
-    u_class = b.op("Mul", b.col(u, 1), b.col(cdf, 3))
+    u_class = b.op("Mul", u, b.col(cdf, 3))
     edges = b.cols(cdf, [0, 1, 2])
     klass = b.op(
         "ReduceSum",
@@ -193,8 +206,7 @@ def _build_track_sampling(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -
         b.op("Squeeze", klass, b.const([1], np.int64)),
     )
     track_type = b.op("Unsqueeze", track_type, b.const([1], np.int64))
-    simulated = b.op("Greater", x["species"], b.const(0, np.int32))
-    keep = b.op("And", simulated, in_acceptance)
+    keep = b.op("Equal", x["in_acceptance"], b.const(1, np.int32))
     track_type = b.where(keep, track_type, b.const(spec.track_type("outside_acceptance"), np.int32))
     # resolution_conditions = ctb_features then one is_<track type> flag per reconstructed type
     flag_columns = spec.tensor("resolution_conditions").columns[spec.tensor("ctb_features").width :]
@@ -273,6 +285,7 @@ def _build_assembly(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> dict
 
 GRAPH_BUILDERS: dict[str, Callable[[GraphBuilder, PipelineSpec, StepSpec], dict[str, str]]] = {
     "features": _build_features,
+    "acceptance_sampling": _build_acceptance_sampling,
     "track_sampling": _build_track_sampling,
     "pid_sampling": _build_pid_sampling,
     "assembly": _build_assembly,
@@ -302,6 +315,23 @@ def _conditions(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> str:
     return b.concat(*parts)
 
 
+def _gated_rows(b: GraphBuilder, gate: Gate) -> str:
+    """Declare the gate input and return the indices [M] (INT64) of the rows the step runs on."""
+    values = b.input(gate.tensor, "INT32", 1)
+    mask = b.op("Equal", values, b.const(gate.values[0], np.int32))
+    for value in gate.values[1:]:
+        mask = b.op("Or", mask, b.op("Equal", values, b.const(value, np.int32)))
+    flat = b.op("Squeeze", mask, b.const([1], np.int64))
+    return b.op("Squeeze", b.op("NonZero", flat), b.const([0], np.int64))
+
+
+def _scatter_rows(b: GraphBuilder, computed: str, rows: str, gate: str, width: int) -> str:
+    """[N, width]: the [M, width] results at their rows, 0 in every other row (N is the gate's batch)."""
+    shape = b.op("Concat", b.op("Shape", gate, end=1), b.const([width], np.int64), axis=0)
+    zeros = b.op("Expand", b.const(np.zeros((1, width), np.float32)), shape)
+    return b.op("ScatterND", zeros, b.op("Unsqueeze", rows, b.const([1], np.int64)), computed)
+
+
 def adapt_learnt(spec: PipelineSpec, step: StepSpec, raw: onnx.ModelProto) -> onnx.ModelProto:
     """Wrap a learnt model (canonical names) so that it takes and returns the spec's tensors."""
     if raw.opset_import and max(o.version for o in raw.opset_import if o.domain in ("", "ai.onnx")) < OPSET:
@@ -309,14 +339,19 @@ def adapt_learnt(spec: PipelineSpec, step: StepSpec, raw: onnx.ModelProto) -> on
     raw_inputs = {i.name for i in raw.graph.input}
     raw_outputs = [o.name for o in raw.graph.output]
     b = GraphBuilder(step.name, prefix="ufsim_")
+    conditions = _conditions(b, spec, step)
+    if step.applies_to is not None:
+        rows = _gated_rows(b, step.applies_to)
+        conditions = b.op("Gather", conditions, rows, axis=0)
     if step.kind == "gbdt":
-        feeds = {"features": _conditions(b, spec, step)}
+        feeds = {"features": conditions}
         produced = "probabilities"
     elif step.kind == "generator":
-        feeds = {"conditions": _conditions(b, spec, step)}
         key = b.input(RNG_KEY, "UINT64", 1)
+        if step.applies_to is not None:
+            key = b.op("Gather", key, rows, axis=0)
         assert step.stream is not None and step.noise_dim is not None
-        feeds["noise"] = rng.normals_graph(b, key, step.stream, step.noise_dim)
+        feeds = {"conditions": conditions, "noise": rng.normals_graph(b, key, step.stream, step.noise_dim)}
         produced = "output"
     else:
         raise ValueError(f"step {step.name!r} of kind {step.kind!r} is not a learnt model")
@@ -332,6 +367,8 @@ def adapt_learnt(spec: PipelineSpec, step: StepSpec, raw: onnx.ModelProto) -> on
         node.input[:] = [renames.get(name, name) for name in node.input]
     b.adopt(graph.node)
     b.initializers.extend(graph.initializer)
+    if step.applies_to is not None:
+        produced = _scatter_rows(b, produced, rows, step.applies_to.tensor, out.width)
     b.output(produced, out.name, out.dtype, out.width)
     return b.build(
         doc=f"ufsim learnt step {step.name!r} ({step.kind}), adapted to the pipeline spec",
