@@ -66,12 +66,13 @@ class DistillConfig:
     """Continue from the committed ``<step>.pt`` (its transforms and weights) instead of a fresh student."""
 
 
-FULL_RESOLUTION = DistillConfig(n_residual=10)
+FULL_RESOLUTION = DistillConfig(n_residual=10, epochs=16, batch_size=1024, lr=5e-4, warm_start=True)
 FULL_COVARIANCE = DistillConfig(
     n_residual=8, epochs=16, batch_size=1024, lr=5e-4, energy_epochs=0, warm_start=True
 )
-"""Continues the committed model (manifest ``training.warm_start``: parent sha256 and schedule, nested): from
-scratch 5 epochs at batch 512 / lr 2e-3, then 12 epochs at 1024 / 1e-3, then these 16 (one-cycle each)."""
+"""Both continue the committed model (manifest ``training.warm_start``: parent sha256 and schedule, nested):
+from scratch 5 epochs at batch 512 / lr 2e-3, then 12 at 1024 / 1e-3, then these 16 (one-cycle each); the
+resolution's energy fine-tune follows its first and last round only."""
 QUICK_RESOLUTION = DistillConfig(
     width=32, n_residual=2, n_train=6_000, n_val=2_000, epochs=1, n_knots=51, energy_rows=2_000
 )
