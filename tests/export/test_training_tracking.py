@@ -4,6 +4,8 @@ quantile layers)."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import torch
 
 from ufsim_export.convert.verify import verify_generator
 from ufsim_export.spec import PipelineSpec
-from ufsim_export.training import tracking
+from ufsim_export.training import distill, tracking
 from ufsim_export.training.common import (
     MonotonePiecewiseLinear,
     QuantileResidualGenerator,
@@ -85,6 +87,33 @@ def test_saved_generator_reloads_and_matches_its_onnx(quick_models: Path) -> Non
     noise = rng.standard_normal((len(cond), 128)).astype(np.float32)
     report = verify_generator(module, onnx.load(quick_models / "tracking_resolution.onnx"), cond, noise)
     assert report.worst < 1e-5
+
+
+def test_warm_start_continues_the_committed_model_and_records_it(
+    quick_models: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    data = shared_data / "lamarr-trk-2016MU"
+    particles, val = tracking.load_particles(data, seed=0)
+    cols = tracking.Columns.from_spec()
+    config = dataclasses.replace(distill.QUICK_RESOLUTION, warm_start=True)
+
+    def train(cfg: distill.DistillConfig, parent_dir: Path) -> Path:
+        return distill.train_step(
+            "tracking_resolution", data, tmp_path, particles, val, cols.resolution_conditions,
+            cols.resolution_outputs, cfg, seed=0, data_sha="test", parent_dir=parent_dir,
+        )  # fmt: skip
+
+    parent = quick_models / "tracking_resolution.pt"
+    warm = json.loads(train(config, quick_models).with_suffix(".json").read_text())["training"]["warm_start"]
+    assert warm["parent_sha256"] == hashlib.sha256(parent.read_bytes()).hexdigest()
+    assert warm["parent_config"] == json.loads(parent.with_suffix(".json").read_text())["config"]
+    assert json.loads((tmp_path / "tracking_resolution.json").read_text())["config"]["warm_start"] is True
+    with pytest.raises(FileNotFoundError, match="warm start needs"):
+        train(config, tmp_path / "absent")
+    with pytest.raises(ValueError, match="other labels"):
+        train(dataclasses.replace(config, n_train=5_000), quick_models)
+    with pytest.raises(ValueError, match="residual blocks"):
+        train(dataclasses.replace(config, width=16), quick_models)
 
 
 def test_soft_label_rows_give_the_cross_entropy() -> None:

@@ -12,6 +12,7 @@ student learns it on the library's own resolution outputs of the same track (Lam
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -30,6 +31,7 @@ from .common import (
     fit_energy,
     git_commit,
     library_versions,
+    load_generator,
     save_generator,
     seed_everything,
     sha256_files,
@@ -60,10 +62,17 @@ class DistillConfig:
     energy_rows: int = 300_000
     energy_epochs: int = 1
     energy_lr: float = 3e-4
+    warm_start: bool = False
+    """Continue from the committed ``<step>.pt`` (its transforms and weights) instead of a fresh student."""
 
 
-FULL_RESOLUTION = DistillConfig(n_residual=10)
-FULL_COVARIANCE = DistillConfig(n_residual=8, energy_epochs=0)
+FULL_RESOLUTION = DistillConfig(n_residual=10, epochs=16, batch_size=1024, lr=5e-4, warm_start=True)
+FULL_COVARIANCE = DistillConfig(
+    n_residual=8, epochs=16, batch_size=1024, lr=5e-4, energy_epochs=0, warm_start=True
+)
+"""Both continue the committed model (manifest ``training.warm_start``: parent sha256 and schedule, nested):
+from scratch 5 epochs at batch 512 / lr 2e-3, then 12 at 1024 / 1e-3, then these 16 (one-cycle each); the
+resolution's energy fine-tune follows its first and last round only."""
 QUICK_RESOLUTION = DistillConfig(
     width=32, n_residual=2, n_train=6_000, n_val=2_000, epochs=1, n_knots=51, energy_rows=2_000
 )
@@ -150,10 +159,12 @@ def train_step(
     data_sha: str,
     cache_dir: Path | None = DEFAULT_CACHE,
     threads: int = N_THREADS,
+    parent_dir: Path | None = None,
 ) -> Path:
     """Label (or reuse the cached labels), fit the student, verify and write ``<step>.onnx/.pt/.json``.
 
-    The fit runs on ``threads`` torch threads.
+    The fit runs on ``threads`` torch threads; a warm start reads ``<step>.pt`` from ``parent_dir`` (default
+    ``out_dir``, the committed model it replaces).
     """
     start = time.perf_counter()
     seed_everything(seed, threads=threads)
@@ -169,11 +180,20 @@ def train_step(
     vC, vZ, vY = student_inputs(step, val_set)
     continuous = [i for i, c in enumerate(cond_names) if c not in FLAG_COLUMNS]
     torch.manual_seed(seed)
-    module = QuantileResidualGenerator(
-        C.shape[1], Z.shape[1], Y.shape[1], width=config.width, n_residual=config.n_residual,
-        continuous=continuous, n_knots=config.n_knots,
-    )  # fmt: skip
-    module.fit_transforms(C, Y)
+    parent = warm_start_parent(parent_dir or out_dir, step, config)
+    if parent is not None:
+        module = load_generator(parent.path)
+        shape = (module.core.inp.out_features, len(module.core.blocks))
+        if shape != (config.width, config.n_residual):
+            raise ValueError(f"{parent.path}: width x residual blocks {shape}, config says "
+                             f"{(config.width, config.n_residual)}")  # fmt: skip
+        _refit_same_transforms(module, C, Y, parent.path)
+    else:
+        module = QuantileResidualGenerator(
+            C.shape[1], Z.shape[1], Y.shape[1], width=config.width, n_residual=config.n_residual,
+            continuous=continuous, n_knots=config.n_knots,
+        )  # fmt: skip
+        module.fit_transforms(C, Y)
     history = fit_deterministic(
         module.core,
         module.core_conditions(C),
@@ -219,6 +239,7 @@ def train_step(
             "val_loss": [round(v, 5) for v in history.val],
             "fit_seconds": round(history.seconds, 1),
             "energy_fine_tune": energy,
+            "warm_start": None if parent is None else parent.record(),
         },
         "validation": {
             "rows": len(vC),
@@ -233,6 +254,57 @@ def train_step(
     )  # fmt: skip
     _set_training_seconds(path, time.perf_counter() - start)
     return path
+
+
+@dataclass(frozen=True)
+class Parent:
+    """The committed model a warm start continues from, and what it records of its own training."""
+
+    path: Path
+    sha256: str
+    manifest: dict[str, Any]
+
+    def record(self) -> dict[str, Any]:
+        """The manifest entry: the parent's sha256, its schedule and its own parents (the full history)."""
+        return {
+            "parent": self.path.name,
+            "parent_sha256": self.sha256,
+            "parent_config": self.manifest.get("config"),
+            "parent_training": {
+                k: self.manifest.get("training", {}).get(k)
+                for k in ("train_loss", "val_loss", "fit_seconds", "energy_fine_tune", "warm_start")
+            },
+            "parent_git_commit": self.manifest.get("git_commit"),
+        }
+
+
+def warm_start_parent(model_dir: Path, step: str, config: DistillConfig) -> Parent | None:
+    """The committed ``<step>.pt`` and its manifest when ``config.warm_start``; a clear error if absent."""
+    if not config.warm_start:
+        return None
+    path = Path(model_dir) / f"{step}.pt"
+    manifest_path = path.with_suffix(".json")
+    if not path.is_file() or not manifest_path.is_file():
+        raise FileNotFoundError(f"{path}: warm start needs the committed {step}.pt and {step}.json")
+    return Parent(path, hashlib.sha256(path.read_bytes()).hexdigest(), json.loads(manifest_path.read_text()))
+
+
+def _refit_same_transforms(
+    module: QuantileResidualGenerator, conditions: NDArray[Any], outputs: NDArray[Any], path: Path
+) -> None:
+    """Refit the transforms on the training set; they must equal the parent's (same labels), or it refuses."""
+
+    def fitted() -> dict[str, torch.Tensor]:
+        state = module.state_dict()
+        kept = (k for k in state if not k.startswith("core.") or k.endswith(("_mean", "_scale")))
+        return {k: state[k].clone().float() for k in kept}
+
+    before = fitted()
+    module.fit_transforms(conditions, outputs)
+    after = fitted()
+    changed = sorted(k for k, v in before.items() if not torch.allclose(v, after[k], rtol=1e-5, atol=1e-6))
+    if changed:
+        raise ValueError(f"{path}: warm start on other labels (transforms differ: {', '.join(changed)})")
 
 
 def _set_training_seconds(path: Path, seconds: float) -> None:
