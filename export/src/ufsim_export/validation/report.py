@@ -83,8 +83,9 @@ METHOD = [
     "- **Data**: `lamarr-trk-2016MU` (labels from the public Lamarr 2016 MagUp tracking library). 20 % of "
     "events (whole (source, event) groups; particle-gun rows individually) form the validation split, "
     "never trained on; every number below is measured on it.",
-    "- **acceptance, tracking_efficiency**: LightGBM (depth ≤ 7, bagging 0.5), converted through Hummingbird "
-    "`perf_tree_trav`. Labels are the library's **probabilities** used as soft labels: each particle enters "
+    "- **acceptance, tracking_efficiency**: LightGBM (depth ≤ 6, bagging 0.5; sizes in each manifest), "
+    "shipped as ONNX-ML TreeEnsemble (Hummingbird `perf_tree_trav` for GPU servers). Labels are the "
+    "library's **probabilities** used as soft labels: each particle enters "
     "once per class with weight = its probability, so the boosting loss is exactly the cross-entropy to the "
     "library's distribution (sampled labels would only add Bernoulli noise). The efficiency is learnt as the "
     "library's function of all particles (the library's efficiency is evaluated after acceptance is "
