@@ -225,7 +225,15 @@ def _served(
     )
     results.paths.append(_served_row("ufsim served (ufsim-serve + ufsim client), marginal", marginal))
     cpu_us, beyond = summaries["full"]
-    results.client = {"cpu_us": cpu_us, "beyond_reading_us": beyond}
+    # the same difference for the client's own CPU beyond reading: per particle, without per-command costs
+    beyond_s = {label: summaries[label][1] * runs[label].particles * 1e-6 for label in runs}
+    marginal_beyond = (beyond_s["full"] - beyond_s["tenth"]) / delta * 1e6
+    results.client = {
+        "cpu_us": cpu_us,
+        "beyond_reading_us": beyond,
+        "beyond_reading_marginal_us": marginal_beyond,
+        "per_command_s": beyond_s["full"] - marginal_beyond * 1e-6 * full_run.particles,
+    }
     return 0
 
 

@@ -121,6 +121,14 @@ def markdown(results: Results) -> str:
             f"**{c['beyond_reading_us']:.1f} µs per particle beyond reading the events**.",
             "",
         ]
+        if "beyond_reading_marginal_us" in c:
+            lines += [
+                f"Marginal, as for the served rows (the full run less the run on a tenth of the events): "
+                f"**{c['beyond_reading_marginal_us']:.1f} µs per particle beyond reading**, plus "
+                f"{c['per_command_s']:.3f} s per command (imports on first use, connecting and checking the "
+                "server, closing the output).",
+                "",
+            ]
     if results.library_calls:
         lines += [
             "## Lamarr library in C",

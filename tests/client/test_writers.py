@@ -52,6 +52,23 @@ def test_parquet_columns_of_other_layouts_are_converted(tmp_path: Path) -> None:
         np.testing.assert_array_equal(converted[column], plain[column])
 
 
+def test_parquet_columns_are_required(tmp_path: Path) -> None:
+    """ufsim writes sentinels, never nulls: every column is REQUIRED, and a null is refused."""
+    import pyarrow.parquet as pq
+
+    with ParquetWriter(tmp_path / "out.parquet") as writer:
+        writer.write(_rows(4))
+    parquet_schema = pq.ParquetFile(tmp_path / "out.parquet").schema
+    assert {parquet_schema.column(i).max_definition_level for i in range(len(parquet_schema))} == {0}
+    rows = _rows(2)
+    rows["TRUEP_Y"] = [1.0, None]  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="column 'TRUEP_Y': 1 null values"), ParquetWriter(
+        tmp_path / "bad.parquet"
+    ) as writer:
+        writer.write(rows)
+    assert not (tmp_path / "bad.parquet").exists()
+
+
 def test_root_branch_names_and_tree(tmp_path: Path) -> None:
     target = tmp_path / "tuple.root"
     with RootWriter(target, tree="DecayTree") as writer:

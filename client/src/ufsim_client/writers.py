@@ -217,7 +217,9 @@ class ParquetWriter(_AtomicWriter):
 
     Provenance set before the first chunk goes into the schema metadata; set later, into the file's
     key-value metadata. Columns are not dictionary-encoded: nearly every value differs, and trying a
-    dictionary first took three times as long and gave a larger file.
+    dictionary first took three times as long and gave a larger file. Every column is required
+    (non-nullable): ufsim writes sentinels, never nulls, and required columns need no definition levels
+    (writing 0.9 -> 0.55 µs per row).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, chunk_rows: int = 100_000) -> None:
@@ -229,6 +231,7 @@ class ParquetWriter(_AtomicWriter):
                 pa.field(
                     name,
                     pa.from_numpy_dtype(dtype),
+                    nullable=False,
                     metadata={"unit": UNITS[name]} if name in UNITS else None,
                 )
                 for name, dtype in self.schema.items()
@@ -251,7 +254,7 @@ class ParquetWriter(_AtomicWriter):
         fields = [(field, self.schema[field.name]) for field in self._arrow_schema]
         batches = [
             pa.RecordBatch.from_arrays(
-                [_arrow_array(pa, part[field.name], field.type, dtype) for field, dtype in fields],
+                [_arrow_array(pa, f.name, part[f.name], f.type, dtype) for f, dtype in fields],
                 schema=self._arrow_schema,
             )
             for part in parts
@@ -271,10 +274,11 @@ class ParquetWriter(_AtomicWriter):
         writer.close()
 
 
-def _arrow_array(pa: Any, values: NDArray[Any], kind: Any, dtype: np.dtype[Any]) -> Any:
+def _arrow_array(pa: Any, name: str, values: NDArray[Any], kind: Any, dtype: np.dtype[Any]) -> Any:
     """One column as an arrow array, sharing the numpy buffer when it already has the column's dtype.
 
-    ``pyarrow.array`` would import pandas the first time (about 1 s of CPU); it converts the rest.
+    ``pyarrow.array`` would import pandas the first time (about 1 s of CPU); it converts the rest, and a
+    null it finds is refused (the columns are required).
     """
     if (
         isinstance(values, np.ndarray)
@@ -283,7 +287,12 @@ def _arrow_array(pa: Any, values: NDArray[Any], kind: Any, dtype: np.dtype[Any])
         and values.flags.c_contiguous
     ):
         return pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(values)])
-    return pa.array(values, type=kind)
+    array = pa.array(values, type=kind)
+    if array.null_count:
+        raise ValueError(
+            f"column {name!r}: {array.null_count} null values; ufsim columns hold sentinels, not nulls"
+        )
+    return array
 
 
 class RootWriter(_AtomicWriter):
