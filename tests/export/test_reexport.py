@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ufsim_export.cli import main
-from ufsim_export.training.common import sha256_files
+from ufsim_export.training.common import sha256_file
 from ufsim_export.training.reexport import inner_generator, knot_conditions, load_module
 
 MODELS = Path(__file__).resolve().parents[2] / "export" / "models"
@@ -38,7 +38,7 @@ def test_reexported_graph_computes_the_saved_module(step: str, tmp_path: Path) -
     assert np.max(np.abs(got - expected) / scale) <= 1e-5
 
     manifest = json.loads((tmp_path / f"{step}.json").read_text())
-    assert manifest["onnx_export"]["pt_sha256"] == sha256_files([tmp_path / f"{step}.pt"])
+    assert manifest["onnx_export"]["pt_sha256"] == sha256_file(tmp_path / f"{step}.pt")
     assert manifest["conversion_fidelity"]["rows"] >= 10_000
 
 

@@ -65,6 +65,11 @@ def sha256_files(paths: Iterable[Path]) -> str:
     return digest.hexdigest()
 
 
+def sha256_file(path: Path) -> str:
+    """SHA-256 of one file's bytes (what ``sha256sum`` prints)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def git_commit(repo: Path | None = None) -> str:
     """HEAD of this package's repository (``-dirty`` when tracked files differ), or ``unknown``."""
     cwd = repo or Path(__file__).resolve().parent

@@ -12,7 +12,6 @@ student learns it on the library's own resolution outputs of the same track (Lam
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -34,6 +33,7 @@ from .common import (
     load_generator,
     save_generator,
     seed_everything,
+    sha256_file,
     sha256_files,
 )
 from .library import DEFAULT_CACHE, LabelledSet, labelled_set, library_path
@@ -286,7 +286,7 @@ def warm_start_parent(model_dir: Path, step: str, config: DistillConfig) -> Pare
     manifest_path = path.with_suffix(".json")
     if not path.is_file() or not manifest_path.is_file():
         raise FileNotFoundError(f"{path}: warm start needs the committed {step}.pt and {step}.json")
-    return Parent(path, hashlib.sha256(path.read_bytes()).hexdigest(), json.loads(manifest_path.read_text()))
+    return Parent(path, sha256_file(path), json.loads(manifest_path.read_text()))
 
 
 def _refit_same_transforms(

@@ -21,9 +21,8 @@ from ..convert.verify import VerificationReport, verify_generator
 from .common import (
     QuantileResidualGenerator,
     git_commit,
-    load_generator,
     restore_quantile_layers,
-    sha256_files,
+    sha256_file,
     write_manifest,
 )
 from .distill import VERIFY_RTOL
@@ -35,17 +34,12 @@ VERIFY_ROWS = 20_000
 
 
 def load_module(path: Path) -> nn.Module:
-    """The generator saved in ``<step>.pt``, whichever of the training classes wrote it."""
+    """The generator saved in ``<step>.pt``, whichever of the training classes wrote it (read once)."""
     payload = torch.load(path, map_location="cpu", weights_only=False)
     kwargs = dict(payload["kwargs"])
     wrapper = kwargs.pop("wrapper", None)
-    if "passthrough" not in kwargs and wrapper is None:
-        return load_generator(path)
-    passthrough = kwargs.pop("passthrough", ())
-    inner = PartialQuantileGenerator(
-        kwargs.pop("n_conditions"), kwargs.pop("noise_dim"), kwargs.pop("n_outputs"),
-        passthrough=passthrough, **kwargs,
-    )  # fmt: skip
+    inner_class = PartialQuantileGenerator if "passthrough" in kwargs else QuantileResidualGenerator
+    inner = inner_class(**kwargs)
     module: nn.Module = MaskedGlobalPID(inner) if wrapper == "MaskedGlobalPID" else inner
     restore_quantile_layers(inner, payload["state_dict"], prefix="inner." if wrapper else "")
     module.load_state_dict(payload["state_dict"])
@@ -96,7 +90,7 @@ def reexport(models_dir: Path, step: str, *, seed: int = 0) -> VerificationRepor
     }
     manifest["onnx_export"] = {
         "from": f"{step}.pt",
-        "pt_sha256": sha256_files([pt_path]),
+        "pt_sha256": sha256_file(pt_path),
         "git_commit": git_commit(),
         "verified_on": f"{VERIFY_ROWS:,} conditions drawn from the quantile knots, seed {seed}",
     }
