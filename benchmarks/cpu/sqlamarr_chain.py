@@ -41,30 +41,27 @@ INNER JOIN MCVertices AS ov ON p.production_vertex = ov.mcvertex_id
 INNER JOIN tmp_particles_recoed_as AS r ON r.mcparticle_id = p.mcparticle_id
 WHERE r.track_type IN (3, 4, 5)
 """
-RESOLUTION_QUERY = """
-SELECT p.mcparticle_id,
-       c.x0 + c.tx * (c.z - c.z0) AS ctb_x, c.y0 + c.ty * (c.z - c.z0) AS ctb_y, c.z AS ctb_z,
-       c.tx AS mc_tx, c.ty AS mc_ty, log10(norm2(p.px, p.py, p.pz)) AS mc_log10_p,
-       abs(p.pid) == 11 AS mc_is_e, abs(p.pid) == 13 AS mc_is_mu,
+_KINEMATICS = (
+    "       c.x0 + c.tx * (c.z - c.z0) AS ctb_x, c.y0 + c.ty * (c.z - c.z0) AS ctb_y, c.z AS ctb_z,\n"
+    "       c.tx AS mc_tx, c.ty AS mc_ty, log10(norm2(p.px, p.py, p.pz)) AS mc_log10_p,\n"
+)
+_FLAGS_AND_JOINS = """       abs(p.pid) == 11 AS mc_is_e, abs(p.pid) == 13 AS mc_is_mu,
        (abs(p.pid) == 211 OR abs(p.pid) == 321 OR abs(p.pid) == 2212) AS mc_is_h,
        r.track_type == 3 AS is_long, r.track_type == 4 AS is_upstream, r.track_type == 5 AS is_downstream
 FROM MCParticles AS p
 INNER JOIN tmp_closest_to_beam AS c ON c.mcparticle_id = p.mcparticle_id
 INNER JOIN tmp_particles_recoed_as AS r ON r.mcparticle_id = p.mcparticle_id
 """
-COVARIANCE_QUERY = """
-SELECT p.mcparticle_id,
-       c.x0 + c.tx * (c.z - c.z0) AS ctb_x, c.y0 + c.ty * (c.z - c.z0) AS ctb_y, c.z AS ctb_z,
-       c.tx AS mc_tx, c.ty AS mc_ty, log10(norm2(p.px, p.py, p.pz)) AS mc_log10_p,
-       res.chi2PerDoF AS chi2PerDoF, res.nDoF_f AS nDoF_f, res.ghostProb AS ghostProb,
-       abs(p.pid) == 11 AS mc_is_e, abs(p.pid) == 13 AS mc_is_mu,
-       (abs(p.pid) == 211 OR abs(p.pid) == 321 OR abs(p.pid) == 2212) AS mc_is_h,
-       r.track_type == 3 AS is_long, r.track_type == 4 AS is_upstream, r.track_type == 5 AS is_downstream
-FROM MCParticles AS p
-INNER JOIN tmp_closest_to_beam AS c ON c.mcparticle_id = p.mcparticle_id
-INNER JOIN tmp_particles_recoed_as AS r ON r.mcparticle_id = p.mcparticle_id
-INNER JOIN tmp_resolution_out AS res ON res.mcparticle_id = p.mcparticle_id
-"""
+# The library takes the conditions by position: resolution's, then covariance's with the resolution's
+# track-quality outputs between the kinematics and the flags.
+RESOLUTION_QUERY = "\nSELECT p.mcparticle_id,\n" + _KINEMATICS + _FLAGS_AND_JOINS
+COVARIANCE_QUERY = (
+    "\nSELECT p.mcparticle_id,\n"
+    + _KINEMATICS
+    + "       res.chi2PerDoF AS chi2PerDoF, res.nDoF_f AS nDoF_f, res.ghostProb AS ghostProb,\n"
+    + _FLAGS_AND_JOINS
+    + "INNER JOIN tmp_resolution_out AS res ON res.mcparticle_id = p.mcparticle_id\n"
+)
 COUNT_QUERY = "SELECT (SELECT count(*) FROM tmp_acceptance_out), (SELECT count(*) FROM tmp_covariance_out)"
 RESOLUTION_OUTPUTS = ["dx", "dy", "dz", "dtx", "dty", "dp", "chi2PerDoF", "nDoF_f", "ghostProb"]
 COVARIANCE_OUTPUTS = [f"log_cov_{i}{i}" for i in range(5)] + [
