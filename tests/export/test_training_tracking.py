@@ -110,8 +110,15 @@ def test_warm_start_continues_the_committed_model_and_records_it(
     assert json.loads((tmp_path / "tracking_resolution.json").read_text())["config"]["warm_start"] is True
     with pytest.raises(FileNotFoundError, match="warm start needs"):
         train(config, tmp_path / "absent")
-    with pytest.raises(ValueError, match="other labels"):
-        train(dataclasses.replace(config, n_train=5_000), quick_models)
+    # a fresh label round: new tracks and noise, the parent's transforms kept (they are part of its function)
+    fresh = train(dataclasses.replace(config, n_train=5_000, label_round=1), quick_models)
+    child, before = load_generator(fresh.with_suffix(".pt")), load_generator(parent)
+    for name in ("cond_transform", "out_transform"):
+        for buffer in ("lo", "slope", "offset"):
+            kept, parent_knots = (getattr(getattr(m, name), buffer) for m in (child, before))
+            torch.testing.assert_close(kept, parent_knots)
+    labels = json.loads(fresh.with_suffix(".json").read_text())["training"]["labels"]
+    assert f"library seed {distill.TRAIN_SEED_OFFSET + distill.LABEL_ROUND_STRIDE}" in labels
     with pytest.raises(ValueError, match="residual blocks"):
         train(dataclasses.replace(config, width=16), quick_models)
 

@@ -69,7 +69,9 @@ def _train(args: argparse.Namespace) -> int:
         if not args.data.is_dir():
             raise SystemExit(f"--data {args.data}: no such directory (the Lamarr 2016 tracking sample)")
         steps = tuple(args.steps or tracking.STEPS)
-        tracking.train(args.data, args.out, seed=args.seed, quick=args.quick, steps=steps)
+        tracking.train(
+            args.data, args.out, seed=args.seed, quick=args.quick, steps=steps, threads=args.threads
+        )
     if args.only in (None, "pid"):
         pid.train(args.out, seed=args.seed, quick=args.quick)
     print(f"training took {time.perf_counter() - start:.0f} s; models in {args.out}")
@@ -139,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         choices=["acceptance", "tracking_efficiency", "tracking_resolution", "tracking_covariance"],
         help="tracking models to train (default: all four)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=2, help="torch threads per generator fit (1: two trainings at once)"
     )
     p.add_argument("--quick", action="store_true", help="tiny subsample, few epochs (tests)")
     p.set_defaults(func=_train)

@@ -327,6 +327,23 @@ class QuantileResidualGenerator(nn.Module):
         self._forward_out = [(np.asarray(x), np.asarray(u)) for x, u in zip(ox, ou, strict=True)]
         self.core.set_normalisation(self.core_conditions(conditions), self.gaussianise_outputs(outputs))
 
+    def restore_forward_map(self) -> None:
+        """Rebuild the forward output maps (physical -> Gaussian) from the saved inverse layer's knots.
+
+        A loaded module has only the inverse layer; a warm start needs the forward map for its targets.
+        """
+        layer, forward = self.out_transform, []
+        for j in range(self.n_outputs):
+            if not bool(layer.mapped[j]):
+                forward.append((np.array([-1.0, 1.0]), np.array([-1.0, 1.0])))
+                continue
+            u = np.unique(np.append(layer.lo[j].double().numpy(), float(layer.hi[j, -1])))
+            grid = torch.zeros(len(u), self.n_outputs)
+            grid[:, j] = torch.as_tensor(u, dtype=torch.float32)
+            with torch.no_grad():
+                forward.append((layer(grid)[:, j].double().numpy(), u))
+        self._forward_out = forward
+
     def gaussianise_outputs(self, outputs: NDArray[Any]) -> NDArray[Any]:
         """Physical outputs -> Gaussian space (the training targets of the core), float32."""
         gaussian: NDArray[np.float32] = np.stack(
@@ -596,6 +613,7 @@ def load_generator(path: Path) -> QuantileResidualGenerator:
     state = payload["state_dict"]
     restore_quantile_layers(module, state)
     module.load_state_dict(state)
+    module.restore_forward_map()
     module.eval()
     return module
 

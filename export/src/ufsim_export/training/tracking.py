@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from ..spec import PipelineSpec, default_spec_path, load_spec
 from . import distill
 from .common import (
+    N_THREADS,
     event_split,
     git_commit,
     library_versions,
@@ -283,12 +284,14 @@ def train(
     quick: bool = False,
     order: tuple[str, ...] = (),
     steps: tuple[str, ...] = STEPS,
+    threads: int = N_THREADS,
 ) -> list[Path]:
     """Train the four tracking models from ``data_dir`` and write their artifacts to ``out_dir``.
 
     Writes ``<step>.onnx/.json`` (+ originals). ``quick``: tiny subsample, tiny networks, one epoch
     (tests). ``order``: train these steps first (the models do not depend on each other; each step
-    seeds itself). ``steps``: train only these.
+    seeds itself). ``steps``: train only these. ``threads``: torch threads of each generator fit (1 when
+    two fits share the 2-core machine).
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     config = QUICK if quick else FULL
@@ -298,8 +301,8 @@ def train(
     jobs: list[tuple[str, Callable[[], Path]]] = [
         ("acceptance", lambda: _train_acceptance(data_dir, out_dir, cols, config, data_sha, seed)),
         ("tracking_efficiency", lambda: _train_efficiency(data_dir, out_dir, cols, config, data_sha, seed)),
-        ("tracking_resolution", lambda: _train_resolution(data_dir, out_dir, cols, config, data_sha, seed)),
-        ("tracking_covariance", lambda: _train_covariance(data_dir, out_dir, cols, config, data_sha, seed)),
+        ("tracking_resolution", lambda: _train_resolution(data_dir, out_dir, cols, config, seed, threads)),
+        ("tracking_covariance", lambda: _train_covariance(data_dir, out_dir, cols, config, seed, threads)),
     ]
     unknown = sorted(set(steps) - set(STEPS))
     if unknown:
@@ -395,20 +398,20 @@ def _verification_rows(X: NDArray[Any], preferred: NDArray[np.integer[Any]], n: 
 
 
 def _train_resolution(
-    data_dir: Path, out_dir: Path, cols: Columns, config: TrainConfig, data_sha: str, seed: int
+    data_dir: Path, out_dir: Path, cols: Columns, config: TrainConfig, seed: int, threads: int
 ) -> Path:
     return _train_from_library(
         "tracking_resolution", data_dir, out_dir, cols.resolution_conditions, cols.resolution_outputs,
-        distill.QUICK_RESOLUTION if config is QUICK else distill.FULL_RESOLUTION, data_sha, seed,
+        distill.QUICK_RESOLUTION if config is QUICK else distill.FULL_RESOLUTION, seed, threads,
     )  # fmt: skip
 
 
 def _train_covariance(
-    data_dir: Path, out_dir: Path, cols: Columns, config: TrainConfig, data_sha: str, seed: int
+    data_dir: Path, out_dir: Path, cols: Columns, config: TrainConfig, seed: int, threads: int
 ) -> Path:
     return _train_from_library(
         "tracking_covariance", data_dir, out_dir, cols.covariance_conditions, cols.covariance_outputs,
-        distill.QUICK_COVARIANCE if config is QUICK else distill.FULL_COVARIANCE, data_sha, seed,
+        distill.QUICK_COVARIANCE if config is QUICK else distill.FULL_COVARIANCE, seed, threads,
     )  # fmt: skip
 
 
@@ -419,12 +422,12 @@ def _train_from_library(
     cond_cols: tuple[str, ...],
     out_cols: tuple[str, ...],
     config: distill.DistillConfig,
-    data_sha: str,
     seed: int,
+    threads: int,
 ) -> Path:
     """The generator fitted to the library's own map on library-labelled tracks (:mod:`.distill`)."""
     particles, val = load_particles(data_dir, seed=0)
     return distill.train_step(
-        step, data_dir, out_dir, particles, val, cond_cols, out_cols, config, seed=seed,
+        step, data_dir, out_dir, particles, val, cond_cols, out_cols, config, seed=seed, threads=threads,
         data_sha=sha256_files([data_dir / ACCEPTANCE_FILE, library_path(data_dir)]),
     )  # fmt: skip
