@@ -118,7 +118,7 @@ def test_warm_start_continues_the_committed_model_and_records_it(
             kept, parent_knots = (getattr(getattr(m, name), buffer) for m in (child, before))
             torch.testing.assert_close(kept, parent_knots)
     labels = json.loads(fresh.with_suffix(".json").read_text())["training"]["labels"]
-    assert f"library seed {distill.TRAIN_SEED_OFFSET + distill.LABEL_ROUND_STRIDE}" in labels
+    assert f"library seeds {distill.TRAIN_SEED_OFFSET + distill.LABEL_ROUND_STRIDE}" in labels
     with pytest.raises(ValueError, match="residual blocks"):
         train(dataclasses.replace(config, width=16), quick_models)
 

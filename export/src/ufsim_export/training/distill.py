@@ -67,20 +67,31 @@ class DistillConfig:
     warm_start: bool = False
     """Continue from the committed ``<step>.pt`` (its transforms and weights) instead of a fresh student."""
     label_round: int = 0
-    """Which labelled set to train on: each round draws fresh tracks and noise (its own library seed), so
+    """Which labelled sets to train on: each round draws fresh tracks and noise (its own library seeds), so
     warm-started rounds see new labels instead of refitting the same sample (train-val gap)."""
+    label_sets: int = 1
+    """Labelled sets of ``n_train`` tracks in this round (each cached on its own, so a round can grow)."""
 
-    def label_seed(self, seed: int) -> int:
-        """Library seed of this round's training labels."""
-        return seed + TRAIN_SEED_OFFSET + LABEL_ROUND_STRIDE * self.label_round
+    def label_seeds(self, seed: int) -> list[int]:
+        """Library seeds of this round's training labels, one per labelled set."""
+        first = seed + TRAIN_SEED_OFFSET + LABEL_ROUND_STRIDE * self.label_round
+        return [first + k for k in range(self.label_sets)]
 
 
 FULL_RESOLUTION = DistillConfig(
-    n_residual=10, n_train=2_000_000, epochs=20, batch_size=1024, lr=3e-4, warm_start=True, label_round=1
+    n_residual=10,
+    n_train=2_000_000,
+    label_sets=2,
+    epochs=20,
+    batch_size=1024,
+    lr=3e-4,
+    warm_start=True,
+    label_round=1,
 )
 FULL_COVARIANCE = DistillConfig(
     n_residual=8,
     n_train=2_000_000,
+    label_sets=2,
     epochs=20,
     batch_size=1024,
     lr=3e-4,
@@ -90,7 +101,7 @@ FULL_COVARIANCE = DistillConfig(
 )
 """Both continue the committed model (manifest ``training.warm_start``: parent sha256 and schedule, nested):
 from scratch 5 epochs at batch 512 / lr 2e-3, then 12 at 1024 / 1e-3, then 16 at 1024 / 5e-4 on the same
-1M labels (round 0), then these 20 on 2M fresh ones (round 1; one-cycle each); the resolution's energy
+1M labels (round 0), then these 20 on 4M fresh ones (round 1; one-cycle each); the resolution's energy
 fine-tune follows its first round and every round from the third."""
 QUICK_RESOLUTION = DistillConfig(
     width=32, n_residual=2, n_train=6_000, n_val=2_000, epochs=1, n_knots=51, energy_rows=2_000
@@ -190,12 +201,17 @@ def train_step(
     train_particles = particles[~validation_mask].reset_index(drop=True)
     val_particles = particles[validation_mask].reset_index(drop=True)
     label_start = time.perf_counter()
-    train_set = labelled_set(data_dir, train_particles, config.n_train, seed=config.label_seed(seed),
-                             cache_dir=cache_dir)  # fmt: skip
+    train_sets = [
+        labelled_set(data_dir, train_particles, config.n_train, seed=s, cache_dir=cache_dir)
+        for s in config.label_seeds(seed)
+    ]
     val_set = labelled_set(data_dir, val_particles, config.n_val, seed=seed + VAL_SEED_OFFSET,
                            cache_dir=cache_dir)  # fmt: skip
     label_seconds = time.perf_counter() - label_start
-    C, Z, Y = student_inputs(step, train_set)
+    C, Z, Y = (
+        np.concatenate(parts) for parts in zip(*(student_inputs(step, t) for t in train_sets), strict=True)
+    )
+    del train_sets
     vC, vZ, vY = student_inputs(step, val_set)
     continuous = [i for i, c in enumerate(cond_names) if c not in FLAG_COLUMNS]
     torch.manual_seed(seed)
@@ -249,8 +265,9 @@ def train_step(
         "training": {
             "method": "regression of the library's deterministic map (conditions, noise) -> outputs: "
             "same conditions and noise as the library got, MSE in the Gaussianised output space",
-            "labels": f"{config.n_train:,} reconstructed tracks (particles drawn with P(acc) x P(reco), "
-            f"track type from the library's class probabilities), library seed {config.label_seed(seed)}",
+            "labels": f"{config.n_train * config.label_sets:,} reconstructed tracks (particles drawn with "
+            "P(acc) x P(reco), track type from the library's class probabilities), library seeds "
+            f"{', '.join(map(str, config.label_seeds(seed)))}",
             "noise": "N(0,1), Philox keyed by (labelled-set seed, stream, chunk); regenerated, not stored",
             "labelling_seconds": round(label_seconds, 1),
             "train_loss": [round(v, 5) for v in history.train],
