@@ -84,7 +84,7 @@ FULL_RESOLUTION = DistillConfig(
     label_sets=2,
     epochs=20,
     batch_size=1024,
-    lr=3e-4,
+    lr=2e-4,
     warm_start=True,
     label_round=1,
 )
@@ -94,7 +94,7 @@ FULL_COVARIANCE = DistillConfig(
     label_sets=2,
     epochs=20,
     batch_size=1024,
-    lr=3e-4,
+    lr=2e-4,
     energy_epochs=0,
     warm_start=True,
     label_round=1,
