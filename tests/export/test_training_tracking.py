@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from ufsim_export.training.common import (
     MonotonePiecewiseLinear,
     QuantileResidualGenerator,
     event_split,
+    git_commit,
     load_generator,
     quantile_knots,
     sha256_files,
@@ -232,3 +234,21 @@ def test_sha256_files_depends_on_content(tmp_path: Path) -> None:
     assert first == sha256_files([b, a])
     b.write_bytes(b"three")
     assert sha256_files([a, b]) != first
+
+
+def test_git_commit_is_dirty_for_code_not_for_trained_models(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "export" / "models").mkdir(parents=True)
+    (tmp_path / "export" / "models" / "step.json").write_text("{}")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    head = git_commit(tmp_path)
+    assert len(head) == 40
+    (tmp_path / "export" / "models" / "step.json").write_text('{"trained": true}')
+    assert git_commit(tmp_path) == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == f"{head}-dirty"

@@ -70,15 +70,24 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+TRAINING_OUTPUTS = ("export/models", "model_repository", "export/reports")
+"""What training and validation write: changes there do not make the code that trains ``-dirty``."""
+
+
 def git_commit(repo: Path | None = None) -> str:
-    """HEAD of this package's repository (``-dirty`` when tracked files differ), or ``unknown``."""
+    """HEAD of this package's repository (``-dirty`` when tracked code differs), or ``unknown``.
+
+    The trained models, the repository and the reports are outputs, not code: one model finishing while
+    another trains must not mark the second's provenance dirty.
+    """
     cwd = repo or Path(__file__).resolve().parent
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--",
+             *(f":(top,exclude){path}" for path in TRAINING_OUTPUTS)],
             cwd=cwd, capture_output=True, text=True, check=True,
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
