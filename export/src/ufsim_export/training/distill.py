@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,17 +88,7 @@ FULL_RESOLUTION = DistillConfig(
     warm_start=True,
     label_round=1,
 )
-FULL_COVARIANCE = DistillConfig(
-    n_residual=8,
-    n_train=2_000_000,
-    label_sets=2,
-    epochs=20,
-    batch_size=1024,
-    lr=2e-4,
-    energy_epochs=0,
-    warm_start=True,
-    label_round=1,
-)
+FULL_COVARIANCE = replace(FULL_RESOLUTION, n_residual=8, energy_epochs=0)
 """Both continue the committed model (manifest ``training.warm_start``: parent sha256 and schedule, nested):
 from scratch 5 epochs at batch 512 / lr 2e-3, then 12 at 1024 / 1e-3, then 16 at 1024 / 5e-4 on the same
 1M labels (round 0), then 20 at 3e-4 on 4M fresh ones (round 1), then these 20 at 2e-4 on the same 4M
