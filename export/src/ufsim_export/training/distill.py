@@ -88,12 +88,12 @@ FULL_RESOLUTION = DistillConfig(
     warm_start=True,
     label_round=1,
 )
-FULL_COVARIANCE = replace(FULL_RESOLUTION, n_residual=8, energy_epochs=0)
+FULL_COVARIANCE = replace(FULL_RESOLUTION, n_residual=8, energy_epochs=0, epochs=12)
 """Both continue the committed model (manifest ``training.warm_start``: parent sha256 and schedule, nested):
 from scratch 5 epochs at batch 512 / lr 2e-3, then 12 at 1024 / 1e-3, then 16 at 1024 / 5e-4 on the same
-1M labels (round 0), then 20 at 3e-4 on 4M fresh ones (round 1), then these 20 at 2e-4 on the same 4M
-(one-cycle each; round 1 ended with training loss = validation loss); the resolution's energy fine-tune
-follows its first round and every round from the third."""
+1M labels (round 0), then 20 at 3e-4 on 4M fresh ones (round 1), then 20 at 2e-4 on the same 4M (one-cycle
+each; round 1 ended with training loss = validation loss), then the covariance 12 more as configured here;
+the resolution's energy fine-tune follows its first round and every round from the third."""
 QUICK_RESOLUTION = DistillConfig(
     width=32, n_residual=2, n_train=6_000, n_val=2_000, epochs=1, n_knots=51, energy_rows=2_000
 )
