@@ -96,9 +96,6 @@ GENERATOR_THREADS = 1
 """torch threads for the generator fits: on the shared 2-core machine two threads per process
 oversubscribe the cores (measured 2.7x slower per step under load than one thread); small
 residual networks gain nothing from intra-op parallelism."""
-FULL_STEPS = {"rich": 10_000, "muon": 6000, "global_pid": 6000}
-"""Energy-score steps per generator (batch 512): RICH's loss was still falling at 6000 steps, so it gets
-more; muon's had flattened."""
 VERIFY_ROWS = 10_000
 """Conversion is verified on at least this many held-out condition rows (repeated in quick mode)."""
 
@@ -314,6 +311,7 @@ def _sizes(quick: bool) -> dict[str, int]:
         return {"gbdt": 10_000, "gen": 8_000, "mu": 3_000, "had_pool": 12_000, "val": 10_000, "steps": 40,
                 "batch": 256, "width": 32, "n_residual": 2, "gbdt_iter": 20}  # fmt: skip
     return {"gbdt": 400_000, "gen": 300_000, "mu": 80_000, "had_pool": 1_500_000, "val": 100_000,
+            "steps": 6000,
             "batch": 512, "width": 128, "n_residual": 4, "gbdt_iter": 150}  # fmt: skip
 
 
@@ -402,7 +400,6 @@ def global_targets(frame: pd.DataFrame) -> NDArray[np.float64]:
 def train_generator_step(step: str, out_dir: Path, *, seed: int, quick: bool) -> Path:
     """Train and save one of the three generators (``rich``, ``muon``, ``global_pid``)."""
     size = _sizes(quick)
-    steps = size["steps"] if quick else FULL_STEPS[step]
     data_seed = seed * 1000 + {"rich": 21, "muon": 31, "global_pid": 41}[step]
     if step == "muon":
         frame = _muon_sample(size["mu"], size["had_pool"], data_seed)
@@ -435,7 +432,7 @@ def train_generator_step(step: str, out_dir: Path, *, seed: int, quick: bool) ->
     targets = global_targets(frame) if step == "global_pid" else frame[outputs].to_numpy(np.float64)
     start = time.perf_counter()
     history = fit_energy_score(
-        inner, cond, targets, frame["sweight"].to_numpy(), steps=steps, batch_size=size["batch"],
+        inner, cond, targets, frame["sweight"].to_numpy(), steps=size["steps"], batch_size=size["batch"],
         seed=seed, desc=step,
     )  # fmt: skip
     seconds = time.perf_counter() - start
@@ -454,7 +451,7 @@ def train_generator_step(step: str, out_dir: Path, *, seed: int, quick: bool) ->
         "architecture": {"class": type(module).__name__, **(module.extra_state())},
         "loss": {
             "name": "weighted energy score (m=2)",
-            "steps": steps,
+            "steps": size["steps"],
             "batch_size": size["batch"],
             "history_per_100_steps": [round(v, 5) for v in history],
         },  # fmt: skip
