@@ -321,6 +321,8 @@ class QuantileResidualGenerator(nn.Module):
         empty: list[NDArray[Any] | None] = [None] * n_conditions
         self.cond_transform = MonotonePiecewiseLinear(empty, empty)
         self.out_transform = MonotonePiecewiseLinear([None] * n_outputs, [None] * n_outputs)
+        # knots (x, u) of each output's forward map: set by fit_transforms, else derived on first use
+        self._forward_out: list[tuple[NDArray[Any], NDArray[Any]]] | None = None
 
     def fit_transforms(self, conditions: NDArray[Any], outputs: NDArray[Any]) -> None:
         """Fit the quantile transforms (and the core's standardisation) on the training sample."""
@@ -336,27 +338,35 @@ class QuantileResidualGenerator(nn.Module):
         self._forward_out = [(np.asarray(x), np.asarray(u)) for x, u in zip(ox, ou, strict=True)]
         self.core.set_normalisation(self.core_conditions(conditions), self.gaussianise_outputs(outputs))
 
-    def restore_forward_map(self) -> None:
-        """Rebuild the forward output maps (physical -> Gaussian) from the saved inverse layer's knots.
+    def forward_maps(self) -> list[tuple[NDArray[Any], NDArray[Any]]]:
+        """Knots (x, u) of each output's forward map: the fitted ones, or read back from a loaded module."""
+        if self._forward_out is None:
+            self._forward_out = self._forward_map_from_inverse()
+        return self._forward_out
+
+    def _forward_map_from_inverse(self) -> list[tuple[NDArray[Any], NDArray[Any]]]:
+        """The forward output maps (physical -> Gaussian) read back from the inverse layer's knots.
 
         A loaded module has only the inverse layer; a warm start needs the forward map for its targets.
+        Unmapped outputs get the identity.
         """
         layer, forward = self.out_transform, []
+        everything = np.array([-1.0, 1.0]) * float(np.finfo(np.float32).max)
         for j in range(self.n_outputs):
             if not bool(layer.mapped[j]):
-                forward.append((np.array([-1.0, 1.0]), np.array([-1.0, 1.0])))
+                forward.append((everything, everything))
                 continue
             u = np.unique(np.append(layer.lo[j].double().numpy(), float(layer.hi[j, -1])))
             grid = torch.zeros(len(u), self.n_outputs)
             grid[:, j] = torch.as_tensor(u, dtype=torch.float32)
             with torch.no_grad():
                 forward.append((layer(grid)[:, j].double().numpy(), u))
-        self._forward_out = forward
+        return forward
 
     def gaussianise_outputs(self, outputs: NDArray[Any]) -> NDArray[Any]:
         """Physical outputs -> Gaussian space (the training targets of the core), float32."""
         gaussian: NDArray[np.float32] = np.stack(
-            [np.interp(outputs[:, j], x, u) for j, (x, u) in enumerate(self._forward_out)], axis=1
+            [np.interp(outputs[:, j], x, u) for j, (x, u) in enumerate(self.forward_maps())], axis=1
         ).astype(np.float32)
         return gaussian
 
@@ -622,7 +632,6 @@ def load_generator(path: Path) -> QuantileResidualGenerator:
     state = payload["state_dict"]
     restore_quantile_layers(module, state)
     module.load_state_dict(state)
-    module.restore_forward_map()
     module.eval()
     return module
 

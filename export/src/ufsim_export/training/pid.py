@@ -120,11 +120,12 @@ class PartialQuantileGenerator(QuantileResidualGenerator):
             return
         inverse_x: list[NDArray[Any] | None] = []
         inverse_y: list[NDArray[Any] | None] = []
-        for j, (x, u) in enumerate(self._forward_out):
+        forward = self.forward_maps()
+        for j, (x, u) in enumerate(forward):
             inverse_x.append(None if j in self.passthrough else u)
             inverse_y.append(None if j in self.passthrough else x)
             if j in self.passthrough:
-                self._forward_out[j] = (x, x)
+                forward[j] = (x, x)
         self.out_transform = MonotonePiecewiseLinear(inverse_x, inverse_y)
         self.core.set_normalisation(self.core_conditions(conditions), self.gaussianise_outputs(outputs))
 
