@@ -65,15 +65,16 @@ def _train(args: argparse.Namespace) -> int:
     from .training import pid, tracking  # deferred: see the note above
 
     start = time.perf_counter()
-    if args.only in (None, "tracking"):
+    tracking_steps = tuple(s for s in args.steps or tracking.STEPS if s in tracking.STEPS)
+    pid_steps = tuple(s for s in args.steps or pid.STEPS if s in pid.STEPS)
+    if args.only in (None, "tracking") and tracking_steps:
         if not args.data.is_dir():
             raise SystemExit(f"--data {args.data}: no such directory (the Lamarr 2016 tracking sample)")
-        steps = tuple(args.steps or tracking.STEPS)
         tracking.train(
-            args.data, args.out, seed=args.seed, quick=args.quick, steps=steps, threads=args.threads
+            args.data, args.out, seed=args.seed, quick=args.quick, steps=tracking_steps, threads=args.threads
         )
-    if args.only in (None, "pid"):
-        pid.train(args.out, seed=args.seed, quick=args.quick)
+    if args.only in (None, "pid") and pid_steps:
+        pid.train(args.out, seed=args.seed, quick=args.quick, steps=pid_steps)
     print(f"training took {time.perf_counter() - start:.0f} s; models in {args.out}")
     return 0
 
@@ -139,8 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--steps",
         nargs="+",
-        choices=["acceptance", "tracking_efficiency", "tracking_resolution", "tracking_covariance"],
-        help="tracking models to train (default: all four)",
+        choices=[
+            "acceptance",
+            "tracking_efficiency",
+            "tracking_resolution",
+            "tracking_covariance",
+            "is_muon",
+            "rich",
+            "muon",
+            "global_pid",
+        ],
+        help="models to train (default: all eight; --only narrows to the tracking or PID ones)",
     )
     p.add_argument(
         "--threads", type=int, default=2, help="torch threads per generator fit (1: two trainings at once)"

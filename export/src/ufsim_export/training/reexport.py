@@ -18,6 +18,7 @@ from torch import nn
 
 from ..convert import generator_to_onnx
 from ..convert.verify import VerificationReport, verify_generator
+from .chained import ChainedGenerator, PartialQuantileGenerator
 from .common import (
     QuantileResidualGenerator,
     git_commit,
@@ -26,7 +27,7 @@ from .common import (
     write_manifest,
 )
 from .distill import VERIFY_RTOL
-from .pid import MaskedGlobalPID, PartialQuantileGenerator
+from .pid import MaskedGlobalPID
 
 DISTILLED = frozenset({"tracking_resolution", "tracking_covariance"})
 """Steps verified to the distillation's tolerance (:data:`.distill.VERIFY_RTOL`); the others to 1e-5."""
@@ -38,20 +39,32 @@ def load_module(path: Path) -> nn.Module:
     payload = torch.load(path, map_location="cpu", weights_only=False)
     kwargs = dict(payload["kwargs"])
     wrapper = kwargs.pop("wrapper", None)
-    inner_class = PartialQuantileGenerator if "passthrough" in kwargs else QuantileResidualGenerator
-    inner = inner_class(**kwargs)
+    prefix = "inner." if wrapper else ""
+    inner: QuantileResidualGenerator | ChainedGenerator
+    if kwargs.pop("chained", False):
+        inner = ChainedGenerator(**kwargs)
+        inner.restore_layers(payload["state_dict"], prefix=prefix)
+    else:
+        inner = (
+            PartialQuantileGenerator(**kwargs)
+            if "passthrough" in kwargs
+            else QuantileResidualGenerator(**kwargs)
+        )
+        restore_quantile_layers(inner, payload["state_dict"], prefix=prefix)
     module: nn.Module = MaskedGlobalPID(inner) if wrapper == "MaskedGlobalPID" else inner
-    restore_quantile_layers(inner, payload["state_dict"], prefix="inner." if wrapper else "")
     module.load_state_dict(payload["state_dict"])
     module.eval()
     return module
 
 
-def inner_generator(module: nn.Module) -> QuantileResidualGenerator:
-    """The quantile generator inside ``module`` (itself, or the one a wrapper holds)."""
+def inner_generator(module: nn.Module) -> QuantileResidualGenerator | ChainedGenerator:
+    """The generator inside ``module`` (itself, or the one a wrapper holds).
+
+    Its conditions' quantile layer, condition count and noise width are the ONNX graph's.
+    """
     inner = getattr(module, "inner", module)
-    if not isinstance(inner, QuantileResidualGenerator):
-        raise TypeError(f"{type(module).__name__} holds no QuantileResidualGenerator")
+    if not isinstance(inner, QuantileResidualGenerator | ChainedGenerator):
+        raise TypeError(f"{type(module).__name__} holds no QuantileResidualGenerator or ChainedGenerator")
     return inner
 
 
