@@ -169,3 +169,24 @@ def test_committed_models_follow_the_contract() -> None:
     manifest = json.loads((MODELS / "is_muon.json").read_text())
     eff = manifest["validation"]["efficiency"]["mu"]
     assert eff["model"][-3] == pytest.approx(eff["truth"][-3], abs=0.03)
+
+
+def test_train_command_trains_only_the_named_pid_steps(tmp_path: Path) -> None:
+    """`ufsim-export train --steps rich` writes the RICH model and nothing else (no tracking data needed)."""
+    from ufsim_export.cli import main
+
+    assert (
+        main(["train", "--quick", "--steps", "rich", "--out", str(tmp_path), "--data", str(tmp_path / "no")])
+        == 0
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rich.json", "rich.onnx", "rich.pt"]
+    manifest = json.loads((tmp_path / "rich.json").read_text())
+    assert manifest["architecture"]["chained"] is True
+    assert len(manifest["loss"]["history_per_100_steps"]) == 4
+
+
+def test_pid_training_rejects_an_unknown_step(tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match="unknown PID steps \\['kaon'\\]; accepted: is_muon, rich, muon, global_pid"
+    ):
+        pid.train(tmp_path, quick=True, steps=("rich", "kaon"))

@@ -416,7 +416,7 @@ def weighted_training_check(*, seed: int = 0, quick: bool = True, species: str =
     mixture, with sWeights the signal.
     """
     seed_everything(seed)
-    n, steps = (12_000, 400) if quick else (60_000, 2000)
+    n, steps = (12_000, 150) if quick else (60_000, 2000)
     size = {"width": 64, "n_residual": 3} if quick else {"width": 128, "n_residual": 6}
     mixed = calibration.generate(n, seed + 101, species=species, background_fraction=background_fraction)
     pure = calibration.generate(n // 2, seed + 202, species=species)
