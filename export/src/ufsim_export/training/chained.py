@@ -5,9 +5,11 @@ distance, the four RICH DLLs share each radiator's photon counts, the ProbNN fol
 One network that draws every output at once from shared noise spreads them around such relations, and a
 classifier sees it (two-sample AUC 0.70 for rich and for muon). The chain rule
 ``p(y | c) = Π_j p(y_j | c, y_<j)`` turns the fit into one-dimensional conditionals instead:
-:class:`ChainedGenerator` holds one small :class:`PartialQuantileGenerator` per output, conditioned on the
-conditions and on the outputs before it, each with its own slice of the noise. :func:`fit_chained` fits
-every stage on the sample's own earlier outputs (teacher forcing, which the chain rule makes exact) by the
+:class:`ChainedGenerator` runs one small residual network per output (:class:`ChainedCore`), conditioned on
+the conditions and on the outputs before it, each with its own slice of the noise. The quantile layers
+wrap the whole chain, so the conditions are transformed once, earlier outputs are passed on in the
+Gaussian space they are drawn in, and the inverse maps run once at the end. :func:`fit_chained` fits every
+stage on the sample's own earlier outputs (teacher forcing, which the chain rule makes exact) by the
 weighted energy score (:func:`fit_energy_score`; in one dimension it is the CRPS), so a relation that is
 deterministic comes out deterministic.
 """
@@ -23,7 +25,8 @@ from numpy.typing import NDArray
 from torch import nn
 from tqdm.auto import tqdm
 
-from .common import MonotonePiecewiseLinear, QuantileResidualGenerator, restore_quantile_layers
+from ..models.generators import ResidualGenerator
+from .common import MonotonePiecewiseLinear, QuantileResidualGenerator
 
 
 class PartialQuantileGenerator(QuantileResidualGenerator):
@@ -78,9 +81,28 @@ def fit_energy_score(
     None for unit weights. Adam with a one-cycle learning rate; m = 2 noise draws per row.
     """
     module.fit_transforms(conditions, outputs)
-    core = module.core
     x = torch.as_tensor(module.core_conditions(conditions))
     y = torch.as_tensor(module.gaussianise_outputs(outputs))
+    history = _fit_core(
+        module.core, x, y, weights, steps=steps, batch_size=batch_size, lr=lr, seed=seed, desc=desc
+    )
+    module.eval()
+    return history
+
+
+def _fit_core(
+    core: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weights: NDArray[Any] | None,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    desc: str,
+) -> list[float]:
+    """The energy-score loop on a core: ``core(x, noise)`` against ``y``, both in the core's space."""
     y = (y - core.out_mean) / core.out_scale
     w = torch.ones(len(x)) if weights is None else torch.as_tensor(np.asarray(weights, np.float32))
     w = w / w.mean()
@@ -109,17 +131,73 @@ def fit_energy_score(
             history.append(running / 100)
             running = 0.0
     core.eval()
-    module.eval()
     return history
 
 
-class ChainedGenerator(nn.Module):
-    """``n_outputs`` one-output generators in a chain: stage j draws output j from (conditions, outputs < j).
+class ChainedCore(nn.Module):
+    """The chain in the core's space: stage j maps (conditions, outputs < j, its noise slice) to output j.
 
-    Stage j gets noise columns ``[j k, (j + 1) k)`` with ``k = noise_dim // n_outputs`` (independent noise
-    per stage, as the chain rule needs); the outputs it conditions on are quantile-transformed like the
-    continuous conditions. ``passthrough`` outputs skip the output quantile map (see
-    :class:`PartialQuantileGenerator`).
+    Stage j is a one-output :class:`ResidualGenerator` and gets noise columns ``[j k, (j + 1) k)`` with
+    ``k = noise_dim // n_outputs`` (independent noise per stage, as the chain rule needs). Same interface
+    as :class:`ResidualGenerator`, so a quantile generator carries it in place of one network.
+    """
+
+    out_mean: torch.Tensor
+    out_scale: torch.Tensor
+
+    def __init__(
+        self, n_conditions: int, noise_dim: int, n_outputs: int, *, width: int, n_residual: int
+    ) -> None:
+        super().__init__()
+        if n_outputs < 1 or noise_dim < n_outputs:
+            raise ValueError(
+                f"need 1 <= n_outputs <= noise_dim, got n_outputs={n_outputs}, noise_dim={noise_dim}"
+            )
+        self.n_conditions, self.noise_dim, self.n_outputs = n_conditions, noise_dim, n_outputs
+        self.stage_noise = noise_dim // n_outputs
+        self.stages = nn.ModuleList(
+            ResidualGenerator(n_conditions + j, self.stage_noise, 1, width=width, n_residual=n_residual)
+            for j in range(n_outputs)
+        )
+        self.register_buffer("out_mean", torch.zeros(n_outputs))
+        self.register_buffer("out_scale", torch.ones(n_outputs))
+
+    @property
+    def inp(self) -> nn.Linear:
+        """The first stage's input layer (every stage has its width)."""
+        first: ResidualGenerator = self.stages[0]  # type: ignore[assignment]
+        return first.inp
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The first stage's residual blocks (every stage has as many)."""
+        first: ResidualGenerator = self.stages[0]  # type: ignore[assignment]
+        return first.blocks
+
+    def set_normalisation(
+        self, conditions: NDArray[Any], outputs: NDArray[Any], *, min_scale: float = 1e-6
+    ) -> None:
+        """Standardise each stage's inputs (conditions and earlier outputs) and output on the sample."""
+        for j, stage in enumerate(self.stages):
+            stage.set_normalisation(
+                np.hstack([conditions, outputs[:, :j]]), outputs[:, j : j + 1], min_scale=min_scale
+            )
+        self.out_mean.copy_(torch.cat([stage.out_mean for stage in self.stages]))
+        self.out_scale.copy_(torch.cat([stage.out_scale for stage in self.stages]))
+
+    def forward(self, conditions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Outputs drawn stage by stage, each from the conditions, the outputs before it and its noise."""
+        outputs: list[torch.Tensor] = []
+        k = self.stage_noise
+        for j, stage in enumerate(self.stages):
+            outputs.append(stage(torch.cat([conditions, *outputs], dim=1), noise[:, j * k : (j + 1) * k]))
+        return torch.cat(outputs, dim=1)
+
+
+class ChainedGenerator(PartialQuantileGenerator):
+    """A quantile generator (preprocessing inside, physical units in and out) whose core is a chain.
+
+    ``passthrough`` outputs skip the output quantile map (see :class:`PartialQuantileGenerator`).
     """
 
     def __init__(
@@ -134,66 +212,20 @@ class ChainedGenerator(nn.Module):
         n_knots: int = 201,
         passthrough: Sequence[int] = (),
     ) -> None:
-        super().__init__()
-        if n_outputs < 1 or noise_dim < n_outputs:
-            raise ValueError(
-                f"need 1 <= n_outputs <= noise_dim, got n_outputs={n_outputs}, noise_dim={noise_dim}"
-            )
-        self.n_conditions, self.noise_dim, self.n_outputs = n_conditions, noise_dim, n_outputs
-        self.stage_noise = noise_dim // n_outputs
-        self.continuous = tuple(int(i) for i in continuous)
-        self.passthrough = tuple(int(j) for j in passthrough)
-        self.stages = nn.ModuleList(
-            PartialQuantileGenerator(
-                n_conditions + j,
-                self.stage_noise,
-                1,
-                width=width,
-                n_residual=n_residual,
-                continuous=(*self.continuous, *range(n_conditions, n_conditions + j)),
-                n_knots=n_knots,
-                passthrough=(0,) if j in self.passthrough else (),
-            )
-            for j in range(n_outputs)
-        )
-
-    @property
-    def cond_transform(self) -> MonotonePiecewiseLinear:
-        """The quantile transform of the chain's own conditions (the first stage's)."""
-        first: PartialQuantileGenerator = self.stages[0]  # type: ignore[assignment]
-        return first.cond_transform
-
-    def forward(self, conditions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Outputs in physical units, drawn stage by stage (conditions in physical units, N(0, 1) noise)."""
-        outputs: list[torch.Tensor] = []
-        k = self.stage_noise
-        for j, stage in enumerate(self.stages):
-            outputs.append(stage(torch.cat([conditions, *outputs], dim=1), noise[:, j * k : (j + 1) * k]))
-        return torch.cat(outputs, dim=1)
+        chain = ChainedCore(n_conditions, noise_dim, n_outputs, width=width, n_residual=n_residual)
+        super().__init__(
+            n_conditions, noise_dim, n_outputs, width=width, n_residual=n_residual, continuous=continuous,
+            n_knots=n_knots, passthrough=passthrough,
+        )  # fmt: skip
+        self.core = chain  # type: ignore[assignment]  # same interface as the single network it replaces
 
     def extra_state(self) -> dict[str, Any]:
-        """Constructor arguments, for rebuilding the chain from a state_dict (``chained`` marks the class)."""
-        first: PartialQuantileGenerator = self.stages[0]  # type: ignore[assignment]
-        return {
-            "chained": True,
-            "n_conditions": self.n_conditions,
-            "noise_dim": self.noise_dim,
-            "n_outputs": self.n_outputs,
-            "width": first.core.inp.out_features,
-            "n_residual": len(first.core.blocks),
-            "continuous": list(self.continuous),
-            "n_knots": first.n_knots,
-            "passthrough": list(self.passthrough),
-        }
-
-    def restore_layers(self, state: dict[str, torch.Tensor], *, prefix: str = "") -> None:
-        """Give every stage's quantile layers the buffer shapes of a saved state, so it can be loaded."""
-        for j, stage in enumerate(self.stages):
-            restore_quantile_layers(stage, state, prefix=f"{prefix}stages.{j}.")  # type: ignore[arg-type]
+        """Constructor arguments (``chained`` marks the class for loading)."""
+        return {**super().extra_state(), "chained": True}
 
 
 def fit_chained(
-    chain: ChainedGenerator,
+    module: ChainedGenerator,
     conditions: NDArray[Any],
     outputs: NDArray[Any],
     weights: NDArray[Any] | None = None,
@@ -204,24 +236,27 @@ def fit_chained(
     seed: int = 0,
     desc: str = "chain",
 ) -> list[list[float]]:
-    """Fit each stage on the sample's true earlier outputs; returns each stage's loss per 100 steps.
+    """Fit the transforms, then each stage on the true earlier outputs; the losses per stage per 100 steps.
 
     Arguments as :func:`fit_energy_score` (``steps`` per stage); stage j uses seed ``seed + j``.
     """
-    histories: list[list[float]] = []
-    for j, stage in enumerate(chain.stages):
-        histories.append(
-            fit_energy_score(
-                stage,
-                np.hstack([conditions, outputs[:, :j]]),
-                outputs[:, j : j + 1],
-                weights,
-                steps=steps,
-                batch_size=batch_size,
-                lr=lr,
-                seed=seed + j,
-                desc=f"{desc} {j + 1}/{chain.n_outputs}",
-            )
-        )
-    chain.eval()
+    module.fit_transforms(conditions, outputs)
+    x = torch.as_tensor(module.core_conditions(conditions))
+    y = torch.as_tensor(module.gaussianise_outputs(outputs))
+    chain: ChainedCore = module.core  # type: ignore[assignment]
+    histories = [
+        _fit_core(
+            stage,
+            torch.cat([x, y[:, :j]], dim=1),
+            y[:, j : j + 1],
+            weights,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed + j,
+            desc=f"{desc} {j + 1}/{chain.n_outputs}",
+        )  # fmt: skip
+        for j, stage in enumerate(chain.stages)
+    ]
+    module.eval()
     return histories
