@@ -17,7 +17,7 @@ deterministic comes out deterministic.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -91,7 +91,7 @@ def fit_energy_score(
 
 
 def _fit_core(
-    core: nn.Module,
+    core: ResidualGenerator | ChainedCore,
     x: torch.Tensor,
     y: torch.Tensor,
     weights: NDArray[Any] | None,
@@ -162,28 +162,31 @@ class ChainedCore(nn.Module):
         self.register_buffer("out_mean", torch.zeros(n_outputs))
         self.register_buffer("out_scale", torch.ones(n_outputs))
 
+    def networks(self) -> list[ResidualGenerator]:
+        """The stages, in chain order."""
+        return [cast(ResidualGenerator, stage) for stage in self.stages]
+
     @property
     def inp(self) -> nn.Linear:
         """The first stage's input layer (every stage has its width)."""
-        first: ResidualGenerator = self.stages[0]  # type: ignore[assignment]
-        return first.inp
+        return self.networks()[0].inp
 
     @property
     def blocks(self) -> nn.ModuleList:
         """The first stage's residual blocks (every stage has as many)."""
-        first: ResidualGenerator = self.stages[0]  # type: ignore[assignment]
-        return first.blocks
+        return self.networks()[0].blocks
 
     def set_normalisation(
         self, conditions: NDArray[Any], outputs: NDArray[Any], *, min_scale: float = 1e-6
     ) -> None:
         """Standardise each stage's inputs (conditions and earlier outputs) and output on the sample."""
-        for j, stage in enumerate(self.stages):
+        stages = self.networks()
+        for j, stage in enumerate(stages):
             stage.set_normalisation(
                 np.hstack([conditions, outputs[:, :j]]), outputs[:, j : j + 1], min_scale=min_scale
             )
-        self.out_mean.copy_(torch.cat([stage.out_mean for stage in self.stages]))
-        self.out_scale.copy_(torch.cat([stage.out_scale for stage in self.stages]))
+        self.out_mean.copy_(torch.cat([stage.out_mean for stage in stages]))
+        self.out_scale.copy_(torch.cat([stage.out_scale for stage in stages]))
 
     def forward(self, conditions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Outputs drawn stage by stage, each from the conditions, the outputs before it and its noise."""
@@ -243,7 +246,7 @@ def fit_chained(
     module.fit_transforms(conditions, outputs)
     x = torch.as_tensor(module.core_conditions(conditions))
     y = torch.as_tensor(module.gaussianise_outputs(outputs))
-    chain: ChainedCore = module.core  # type: ignore[assignment]
+    chain = cast(ChainedCore, module.core)
     histories = [
         _fit_core(
             stage,
@@ -256,7 +259,7 @@ def fit_chained(
             seed=seed + j,
             desc=f"{desc} {j + 1}/{chain.n_outputs}",
         )  # fmt: skip
-        for j, stage in enumerate(chain.stages)
+        for j, stage in enumerate(chain.networks())
     ]
     module.eval()
     return histories

@@ -73,6 +73,7 @@ from . import calibration
 from .calibration import GLOBAL_COLUMNS, MUON_COLUMNS, PID_FEATURES, RICH_COLUMNS, SPECIES
 from .chained import ChainedGenerator, fit_chained
 from .common import (
+    QuantileResidualGenerator,
     git_commit,
     library_versions,
     save_gbdt,
@@ -125,7 +126,7 @@ class MaskedGlobalPID(nn.Module):
     Masking inside the module makes the global PID response independent of it for the others.
     """
 
-    def __init__(self, inner: ChainedGenerator) -> None:
+    def __init__(self, inner: QuantileResidualGenerator) -> None:
         super().__init__()
         self.inner = inner
 

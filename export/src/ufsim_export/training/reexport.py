@@ -39,32 +39,25 @@ def load_module(path: Path) -> nn.Module:
     payload = torch.load(path, map_location="cpu", weights_only=False)
     kwargs = dict(payload["kwargs"])
     wrapper = kwargs.pop("wrapper", None)
-    prefix = "inner." if wrapper else ""
-    inner: QuantileResidualGenerator | ChainedGenerator
+    inner: QuantileResidualGenerator
     if kwargs.pop("chained", False):
         inner = ChainedGenerator(**kwargs)
-        inner.restore_layers(payload["state_dict"], prefix=prefix)
+    elif "passthrough" in kwargs:
+        inner = PartialQuantileGenerator(**kwargs)
     else:
-        inner = (
-            PartialQuantileGenerator(**kwargs)
-            if "passthrough" in kwargs
-            else QuantileResidualGenerator(**kwargs)
-        )
-        restore_quantile_layers(inner, payload["state_dict"], prefix=prefix)
+        inner = QuantileResidualGenerator(**kwargs)
     module: nn.Module = MaskedGlobalPID(inner) if wrapper == "MaskedGlobalPID" else inner
+    restore_quantile_layers(inner, payload["state_dict"], prefix="inner." if wrapper else "")
     module.load_state_dict(payload["state_dict"])
     module.eval()
     return module
 
 
-def inner_generator(module: nn.Module) -> QuantileResidualGenerator | ChainedGenerator:
-    """The generator inside ``module`` (itself, or the one a wrapper holds).
-
-    Its conditions' quantile layer, condition count and noise width are the ONNX graph's.
-    """
+def inner_generator(module: nn.Module) -> QuantileResidualGenerator:
+    """The quantile generator inside ``module`` (itself, or the one a wrapper holds)."""
     inner = getattr(module, "inner", module)
-    if not isinstance(inner, QuantileResidualGenerator | ChainedGenerator):
-        raise TypeError(f"{type(module).__name__} holds no QuantileResidualGenerator or ChainedGenerator")
+    if not isinstance(inner, QuantileResidualGenerator):
+        raise TypeError(f"{type(module).__name__} holds no QuantileResidualGenerator")
     return inner
 
 
