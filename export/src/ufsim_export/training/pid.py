@@ -92,8 +92,7 @@ fresh calibration samples, RICH two-sample AUC: 64 x 3 stages 0.59 after 6,000 s
 and 0.54 after 24,000; 128 x 4 stages 0.55 and 0.51 after 6,000 and 12,000. The muon chain reaches 0.49
 with 64 x 3 after 6,000 steps. In ONNX Runtime (one thread, 8192 rows) the 64 x 3 global PID chain costs
 1.4x the former single network (5.6 against 3.9 µs a row); in an earlier layout, where every stage
-re-transformed its inputs, 64 x 3 stages cost 17.8 µs and 128 x 4 ones 36. RICH and the global PID fit
-on 1M calibration tracks (300k before: the RICH AUC went from 0.54 to 0.52, same steps)."""
+re-transformed its inputs, 64 x 3 stages cost 17.8 µs and 128 x 4 ones 36."""
 NOISE_DIM = 64
 CONTINUOUS_PID = (0, 1, 2)
 """Quantile-transformed condition columns of pid_features: log10 p, η, n_tracks (charge and one-hot
@@ -248,7 +247,7 @@ def _sizes(quick: bool, step: str = "") -> dict[str, int]:
         return {"gbdt": 10_000, "gen": 8_000, "mu": 3_000, "had_pool": 12_000, "val": 10_000, "steps": 40,
                 "batch": 256, "width": 32, "n_residual": 2, "gbdt_iter": 20}  # fmt: skip
     stage = STAGE_SIZES.get(step, STAGE_SIZES["rich"])
-    return {"gbdt": 400_000, "gen": 1_000_000, "mu": 80_000, "had_pool": 1_500_000, "val": 100_000,
+    return {"gbdt": 400_000, "gen": 300_000, "mu": 80_000, "had_pool": 1_500_000, "val": 100_000,
             "batch": 512, "gbdt_iter": 150, **stage}  # fmt: skip
 
 
