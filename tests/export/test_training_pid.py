@@ -190,3 +190,12 @@ def test_pid_training_rejects_an_unknown_step(tmp_path: Path) -> None:
         ValueError, match="unknown PID steps \\['kaon'\\]; accepted: is_muon, rich, muon, global_pid"
     ):
         pid.train(tmp_path, quick=True, steps=("rich", "kaon"))
+
+
+def test_every_learnt_step_of_the_spec_has_a_trainer() -> None:
+    """The tracking and PID trainings together cover exactly the spec's learnt steps (the CLI's choices)."""
+    from ufsim_export.spec import default_spec_path, load_spec
+    from ufsim_export.training import tracking
+
+    learnt = [step.name for step in load_spec(default_spec_path()).learnt_steps()]
+    assert sorted((*tracking.STEPS, *pid.STEPS)) == sorted(learnt)

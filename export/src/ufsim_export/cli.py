@@ -140,17 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--steps",
         nargs="+",
-        choices=[
-            "acceptance",
-            "tracking_efficiency",
-            "tracking_resolution",
-            "tracking_covariance",
-            "is_muon",
-            "rich",
-            "muon",
-            "global_pid",
-        ],
-        help="models to train (default: all eight; --only narrows to the tracking or PID ones)",
+        choices=[step.name for step in load_spec(default_spec_path()).learnt_steps()],
+        metavar="STEP",
+        help="learnt steps of the spec to train (default: all; --only narrows to the tracking or PID ones)",
     )
     p.add_argument(
         "--threads", type=int, default=2, help="torch threads per generator fit (1: two trainings at once)"

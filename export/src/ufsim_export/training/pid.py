@@ -92,7 +92,8 @@ fresh calibration samples, RICH two-sample AUC: 64 x 3 stages 0.59 after 6,000 s
 and 0.54 after 24,000; 128 x 4 stages 0.55 and 0.51 after 6,000 and 12,000. The muon chain reaches 0.49
 with 64 x 3 after 6,000 steps. In ONNX Runtime (one thread, 8192 rows) the 64 x 3 global PID chain costs
 1.4x the former single network (5.6 against 3.9 µs a row); in an earlier layout, where every stage
-re-transformed its inputs, 64 x 3 stages cost 17.8 µs and 128 x 4 ones 36."""
+re-transformed its inputs, 64 x 3 stages cost 17.8 µs and 128 x 4 ones 36. Fitting RICH and the global
+PID on 1M calibration tracks instead of 300k gave nothing beyond the evaluation's noise."""
 NOISE_DIM = 64
 CONTINUOUS_PID = (0, 1, 2)
 """Quantile-transformed condition columns of pid_features: log10 p, η, n_tracks (charge and one-hot
