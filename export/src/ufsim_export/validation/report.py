@@ -644,6 +644,7 @@ def pid_sections(models_dir: Path, fig_dir: Path, *, quick: bool) -> list[Sectio
     if "is_muon" in present:
         sections.append(_is_muon_section(models_dir, fig_dir, frame, features, calibration))
     note = f"Reference: `calibration.generate({n}, seed=987654)` (a sample no model was trained on). "
+    min_bin = 300 if quick else MIN_BIN_TRACKS
     if "rich" in present:
         sections.append(
             generator_section(
@@ -659,6 +660,7 @@ def pid_sections(models_dir: Path, fig_dir: Path, *, quick: bool) -> list[Sectio
                 fig_dir,
                 quick=quick,
                 weights_note=note,
+                min_bin_rows=min_bin,
             )  # fmt: skip
         )
     if "muon" in present:
@@ -677,6 +679,7 @@ def pid_sections(models_dir: Path, fig_dir: Path, *, quick: bool) -> list[Sectio
                 fig_dir,
                 quick=quick,
                 weights_note=note + "isMuon == 1 rows only. ",
+                min_bin_rows=min_bin,
             )  # fmt: skip
         )
     if "global_pid" in present:
@@ -694,6 +697,7 @@ def pid_sections(models_dir: Path, fig_dir: Path, *, quick: bool) -> list[Sectio
                 fig_dir,
                 quick=quick,
                 weights_note=note,
+                min_bin_rows=min_bin,
             )  # fmt: skip
         )
     return sections
