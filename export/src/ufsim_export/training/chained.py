@@ -80,14 +80,22 @@ def fit_energy_score(
     ``conditions`` and ``outputs`` in physical units; ``weights`` per row (sWeights, negative allowed),
     None for unit weights. Adam with a one-cycle learning rate; m = 2 noise draws per row.
     """
-    module.fit_transforms(conditions, outputs)
-    x = torch.as_tensor(module.core_conditions(conditions))
-    y = torch.as_tensor(module.gaussianise_outputs(outputs))
+    x, y = _core_sample(module, conditions, outputs)
     history = _fit_core(
         module.core, x, y, weights, steps=steps, batch_size=batch_size, lr=lr, seed=seed, desc=desc
     )
     module.eval()
     return history
+
+
+def _core_sample(
+    module: QuantileResidualGenerator, conditions: NDArray[Any], outputs: NDArray[Any]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit ``module``'s quantile transforms on the sample and return it in the core's space."""
+    module.fit_transforms(conditions, outputs)
+    x = torch.as_tensor(module.core_conditions(conditions))
+    y = torch.as_tensor(module.gaussianise_outputs(outputs))
+    return x, y
 
 
 def _fit_core(
@@ -166,16 +174,6 @@ class ChainedCore(nn.Module):
         """The stages, in chain order."""
         return [cast(ResidualGenerator, stage) for stage in self.stages]
 
-    @property
-    def inp(self) -> nn.Linear:
-        """The first stage's input layer (every stage has its width)."""
-        return self.networks()[0].inp
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        """The first stage's residual blocks (every stage has as many)."""
-        return self.networks()[0].blocks
-
     def set_normalisation(
         self, conditions: NDArray[Any], outputs: NDArray[Any], *, min_scale: float = 1e-6
     ) -> None:
@@ -219,8 +217,8 @@ class ChainedGenerator(PartialQuantileGenerator):
         super().__init__(
             n_conditions, noise_dim, n_outputs, width=width, n_residual=n_residual, continuous=continuous,
             n_knots=n_knots, passthrough=passthrough,
+            core=chain,  # ChainedCore has the interface of the ResidualGenerator it replaces
         )  # fmt: skip
-        self.core = chain  # type: ignore[assignment]  # same interface as the single network it replaces
 
     def extra_state(self) -> dict[str, Any]:
         """Constructor arguments (``chained`` marks the class for loading)."""
@@ -243,9 +241,7 @@ def fit_chained(
 
     Arguments as :func:`fit_energy_score` (``steps`` per stage); stage j uses seed ``seed + j``.
     """
-    module.fit_transforms(conditions, outputs)
-    x = torch.as_tensor(module.core_conditions(conditions))
-    y = torch.as_tensor(module.gaussianise_outputs(outputs))
+    x, y = _core_sample(module, conditions, outputs)
     chain = cast(ChainedCore, module.core)
     histories = [
         _fit_core(

@@ -300,6 +300,8 @@ class QuantileResidualGenerator(nn.Module):
 
     Lamarr trains its generators on QuantileTransformer(normal) inputs and outputs (lamarr-reference
     §1.1); keeping the transforms in the module makes the exported ONNX take and return physical units.
+    ``core`` replaces the default network (``width`` units, ``n_residual`` blocks) by another module with
+    its interface (the PID chains, :class:`~.chained.ChainedCore`).
     """
 
     def __init__(
@@ -312,12 +314,18 @@ class QuantileResidualGenerator(nn.Module):
         n_residual: int = 10,
         continuous: Sequence[int] = (),
         n_knots: int = 201,
+        core: ResidualGenerator | None = None,
     ) -> None:
         super().__init__()
         self.n_conditions, self.noise_dim, self.n_outputs = n_conditions, noise_dim, n_outputs
+        self.width, self.n_residual = width, n_residual
         self.continuous = tuple(int(i) for i in continuous)
         self.n_knots = n_knots
-        self.core = ResidualGenerator(n_conditions, noise_dim, n_outputs, width=width, n_residual=n_residual)
+        self.core = (
+            core
+            if core is not None
+            else ResidualGenerator(n_conditions, noise_dim, n_outputs, width=width, n_residual=n_residual)
+        )
         empty: list[NDArray[Any] | None] = [None] * n_conditions
         self.cond_transform = MonotonePiecewiseLinear(empty, empty)
         self.out_transform = MonotonePiecewiseLinear([None] * n_outputs, [None] * n_outputs)
@@ -389,7 +397,7 @@ class QuantileResidualGenerator(nn.Module):
         """Constructor arguments, for rebuilding the module from a state_dict."""
         return {
             "n_conditions": self.n_conditions, "noise_dim": self.noise_dim, "n_outputs": self.n_outputs,
-            "width": self.core.inp.out_features, "n_residual": len(self.core.blocks),
+            "width": self.width, "n_residual": self.n_residual,
             "continuous": list(self.continuous), "n_knots": self.n_knots,
         }  # fmt: skip
 
