@@ -475,6 +475,11 @@ def generator_section(
     return sec
 
 
+def _scored_bin_rows(quick: bool) -> int:
+    """Reference rows a (p, η) bin needs to be scored: the target's 5,000, or 300 for the quick report."""
+    return MIN_BIN_ROWS if quick else MIN_BIN_TRACKS
+
+
 def _bin_floor(
     reference: NDArray[Any],
     log10p: NDArray[Any],
@@ -507,7 +512,7 @@ def tracking_sections(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick:
     cond = tracks.conditions.astype(np.float64)
     log10p = cond[:, 5]
     eta = _eta_from_slopes(cond[:, 3], cond[:, 4])
-    min_bin = 300 if quick else MIN_BIN_TRACKS
+    min_bin = _scored_bin_rows(quick)
     note = (
         f"Reference: the library on {len(tracks):,} held-out tracks (validation-split particles, library "
         f"noise seed {REPORT_SEED}, never trained on). "
@@ -644,7 +649,7 @@ def pid_sections(models_dir: Path, fig_dir: Path, *, quick: bool) -> list[Sectio
     if "is_muon" in present:
         sections.append(_is_muon_section(models_dir, fig_dir, frame, features, calibration))
     note = f"Reference: `calibration.generate({n}, seed=987654)` (a sample no model was trained on). "
-    min_bin = 300 if quick else MIN_BIN_TRACKS
+    min_bin = _scored_bin_rows(quick)
     if "rich" in present:
         sections.append(
             generator_section(
