@@ -62,9 +62,10 @@ def test_parquet_columns_are_required(tmp_path: Path) -> None:
     assert {parquet_schema.column(i).max_definition_level for i in range(len(parquet_schema))} == {0}
     rows = _rows(2)
     rows["TRUEP_Y"] = [1.0, None]  # type: ignore[assignment]
-    with pytest.raises(ValueError, match="column 'TRUEP_Y': 1 null values"), ParquetWriter(
-        tmp_path / "bad.parquet"
-    ) as writer:
+    with (
+        pytest.raises(ValueError, match="column 'TRUEP_Y': 1 null values"),
+        ParquetWriter(tmp_path / "bad.parquet") as writer,
+    ):
         writer.write(rows)
     assert not (tmp_path / "bad.parquet").exists()
 

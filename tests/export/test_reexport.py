@@ -13,7 +13,8 @@ import torch
 
 from ufsim_export.cli import main
 from ufsim_export.training.common import sha256_file
-from ufsim_export.training.reexport import inner_generator, knot_conditions, load_module
+from ufsim_export.training.reexport import knot_conditions
+from ufsim_export.training.saved import inner_generator, load_module
 
 MODELS = Path(__file__).resolve().parents[2] / "export" / "models"
 

@@ -24,10 +24,11 @@ from ufsim_export.training.common import (
     QuantileResidualGenerator,
     event_split,
     git_commit,
-    load_generator,
     quantile_knots,
     sha256_files,
 )
+from ufsim_export.training.saved import load_quantile_generator
+from ufsim_export.training.two_stage import TwoStageGenerator, two_stage_noise_dim
 
 STEPS = ("acceptance", "tracking_efficiency", "tracking_resolution", "tracking_covariance")
 
@@ -45,9 +46,12 @@ def test_artifacts_follow_the_contract(quick_models: Path, spec: PipelineSpec) -
     expected = {
         "acceptance": ({"features": 12}, {"probabilities": 2}),
         "tracking_efficiency": ({"features": 12}, {"probabilities": 4}),
-        "tracking_resolution": ({"conditions": 12, "noise": 128}, {"output": 9}),
-        "tracking_covariance": ({"conditions": 15, "noise": 128}, {"output": 15}),
+        "tracking_resolution": ({"conditions": 12, "noise": two_stage_noise_dim(9)}, {"output": 9}),
+        "tracking_covariance": ({"conditions": 15, "noise": two_stage_noise_dim(15)}, {"output": 15}),
     }
+    declared = {step.name: step.noise_dim for step in spec.steps}
+    assert declared["tracking_resolution"] == two_stage_noise_dim(9) == 164
+    assert declared["tracking_covariance"] == two_stage_noise_dim(15) == 188
     for step, (inputs, outputs) in expected.items():
         session = ort.InferenceSession(str(quick_models / f"{step}.onnx"), providers=["CPUExecutionProvider"])
         assert {i.name: i.shape[1] for i in session.get_inputs()} == inputs, step
@@ -82,11 +86,12 @@ def test_probabilities_are_normalised(quick_models: Path, shared_data: Path) -> 
 
 
 def test_saved_generator_reloads_and_matches_its_onnx(quick_models: Path) -> None:
-    module = load_generator(quick_models / "tracking_resolution.pt")
+    module = load_quantile_generator(quick_models / "tracking_resolution.pt")
+    assert isinstance(module, TwoStageGenerator)
     rng = np.random.default_rng(1)
     df, _ = tracking.load_tracks(Path(__file__).resolve().parents[2].parent / "shared/data/lamarr-trk-2016MU")
     cond = df[list(tracking.Columns.from_spec().resolution_conditions)].to_numpy(np.float32)[:10_000]
-    noise = rng.standard_normal((len(cond), 128)).astype(np.float32)
+    noise = rng.standard_normal((len(cond), module.noise_dim)).astype(np.float32)
     report = verify_generator(module, onnx.load(quick_models / "tracking_resolution.onnx"), cond, noise)
     assert report.worst < 1e-5
 
@@ -114,7 +119,7 @@ def test_warm_start_continues_the_committed_model_and_records_it(
         train(config, tmp_path / "absent")
     # a fresh label round: new tracks and noise, the parent's transforms kept (they are part of its function)
     fresh = train(dataclasses.replace(config, n_train=5_000, label_round=1), quick_models)
-    child, before = load_generator(fresh.with_suffix(".pt")), load_generator(parent)
+    child, before = load_quantile_generator(fresh.with_suffix(".pt")), load_quantile_generator(parent)
     for name in ("cond_transform", "out_transform"):
         for buffer in ("lo", "slope", "offset"):
             kept, parent_knots = (getattr(getattr(m, name), buffer) for m in (child, before))
@@ -123,6 +128,15 @@ def test_warm_start_continues_the_committed_model_and_records_it(
     assert f"library seeds {distill.TRAIN_SEED_OFFSET + distill.LABEL_ROUND_STRIDE}" in labels
     with pytest.raises(ValueError, match="residual blocks"):
         train(dataclasses.replace(config, width=16), quick_models)
+    # epochs=0 (the full configs' round): the parent's regression, bit for bit; only the spread is fitted
+    kept_path = train(dataclasses.replace(config, epochs=0), quick_models).with_suffix(".pt")
+    kept = load_quantile_generator(kept_path)
+    assert isinstance(kept, TwoStageGenerator) and isinstance(before, TwoStageGenerator)
+    for name, tensor in before.stages.regression.state_dict().items():
+        torch.testing.assert_close(kept.stages.regression.state_dict()[name], tensor, rtol=0, atol=0)
+    assert json.loads((tmp_path / "tracking_resolution.json").read_text())["training"]["train_loss"] == []
+    with pytest.raises(ValueError, match="warm_start=True"):
+        train(dataclasses.replace(config, epochs=0, warm_start=False), quick_models)
 
 
 def test_soft_label_rows_give_the_cross_entropy() -> None:
@@ -220,7 +234,7 @@ def test_quantile_generator_round_trips_through_state_dict(tmp_path: Path) -> No
     module = QuantileResidualGenerator(3, 8, 2, width=16, n_residual=2, continuous=[0, 1])
     module.fit_transforms(cond, out)
     (tmp_path / "g.pt").write_bytes(_torch_bytes(module))
-    again = load_generator(tmp_path / "g.pt")
+    again = load_quantile_generator(tmp_path / "g.pt")
     z = torch.randn(50, 8)
     c = torch.as_tensor(cond[:50])
     torch.testing.assert_close(again(c, z), module(c, z))

@@ -242,12 +242,35 @@ def fit_chained(
     Arguments as :func:`fit_energy_score` (``steps`` per stage); stage j uses seed ``seed + j``.
     """
     x, y = _core_sample(module, conditions, outputs)
-    chain = cast(ChainedCore, module.core)
-    histories = [
+    histories = fit_stages(
+        cast(ChainedCore, module.core), x, y, weights, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+        desc=desc,
+    )  # fmt: skip
+    module.eval()
+    return histories
+
+
+def fit_stages(
+    chain: ChainedCore,
+    given: torch.Tensor,
+    targets: torch.Tensor,
+    weights: NDArray[Any] | None,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    desc: str,
+) -> list[list[float]]:
+    """Fit each stage of ``chain`` on ``given`` and the true earlier targets (teacher forcing).
+
+    Both in the core's space; stage j uses seed ``seed + j``. Returns the losses per stage per 100 steps.
+    """
+    return [
         _fit_core(
             stage,
-            torch.cat([x, y[:, :j]], dim=1),
-            y[:, j : j + 1],
+            torch.cat([given, targets[:, :j]], dim=1),
+            targets[:, j : j + 1],
             weights,
             steps=steps,
             batch_size=batch_size,
@@ -257,5 +280,3 @@ def fit_chained(
         )  # fmt: skip
         for j, stage in enumerate(chain.networks())
     ]
-    module.eval()
-    return histories

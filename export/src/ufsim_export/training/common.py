@@ -629,21 +629,6 @@ def save_gbdt(
     return out_dir / f"{step}.onnx", report
 
 
-def load_generator(path: Path) -> QuantileResidualGenerator:
-    """Rebuild a :class:`QuantileResidualGenerator` saved by :func:`save_generator` (``<step>.pt``)."""
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    kwargs = payload["kwargs"]
-    module = QuantileResidualGenerator(
-        kwargs["n_conditions"], kwargs["noise_dim"], kwargs["n_outputs"], width=kwargs["width"],
-        n_residual=kwargs["n_residual"], continuous=kwargs["continuous"], n_knots=kwargs["n_knots"],
-    )  # fmt: skip
-    state = payload["state_dict"]
-    restore_quantile_layers(module, state)
-    module.load_state_dict(state)
-    module.eval()
-    return module
-
-
 def restore_quantile_layers(module: QuantileResidualGenerator, state: dict[str, torch.Tensor], *,
                             prefix: str = "") -> None:  # fmt: skip
     """Give ``module``'s quantile layers the buffer shapes of a saved state, so it can be loaded."""

@@ -12,53 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import torch
 from numpy.typing import NDArray
 from torch import nn
 
 from ..convert import generator_to_onnx
 from ..convert.verify import VerificationReport, verify_generator
-from .chained import ChainedGenerator, PartialQuantileGenerator
-from .common import (
-    QuantileResidualGenerator,
-    git_commit,
-    restore_quantile_layers,
-    sha256_file,
-    write_manifest,
-)
+from .common import git_commit, sha256_file, write_manifest
 from .distill import VERIFY_RTOL
-from .pid import MaskedGlobalPID
+from .saved import inner_generator, load_module
 
 DISTILLED = frozenset({"tracking_resolution", "tracking_covariance"})
 """Steps verified to the distillation's tolerance (:data:`.distill.VERIFY_RTOL`); the others to 1e-5."""
 VERIFY_ROWS = 20_000
-
-
-def load_module(path: Path) -> nn.Module:
-    """The generator saved in ``<step>.pt``, whichever of the training classes wrote it (read once)."""
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    kwargs = dict(payload["kwargs"])
-    wrapper = kwargs.pop("wrapper", None)
-    inner: QuantileResidualGenerator
-    if kwargs.pop("chained", False):
-        inner = ChainedGenerator(**kwargs)
-    elif "passthrough" in kwargs:
-        inner = PartialQuantileGenerator(**kwargs)
-    else:
-        inner = QuantileResidualGenerator(**kwargs)
-    module: nn.Module = MaskedGlobalPID(inner) if wrapper == "MaskedGlobalPID" else inner
-    restore_quantile_layers(inner, payload["state_dict"], prefix="inner." if wrapper else "")
-    module.load_state_dict(payload["state_dict"])
-    module.eval()
-    return module
-
-
-def inner_generator(module: nn.Module) -> QuantileResidualGenerator:
-    """The quantile generator inside ``module`` (itself, or the one a wrapper holds)."""
-    inner = getattr(module, "inner", module)
-    if not isinstance(inner, QuantileResidualGenerator):
-        raise TypeError(f"{type(module).__name__} holds no QuantileResidualGenerator")
-    return inner
 
 
 def knot_conditions(module: nn.Module, n_rows: int, *, seed: int) -> NDArray[np.float32]:

@@ -60,7 +60,10 @@ from .tracking_library import (
     REPORT_SEED,
     fresh_noise,
     held_out_tracks,
+    noise_dim,
+    regression_stage,
     served_ndof,
+    with_spread_noise,
 )
 
 W1_TARGET = 0.05
@@ -92,22 +95,25 @@ METHOD = [
     "sampled; lamarr-reference §7), and each particle is weighted by 0.1 + 0.9 x P(acceptance) because the "
     "ensemble only draws a track class for particles sampled in acceptance. Validation therefore reports "
     "track-type efficiencies per particle in acceptance.",
-    "- **tracking_resolution, tracking_covariance**: Lamarr's generator (12 + 128 → Dense(128, tanh) → 10 "
-    "residual tanh layers → 9; covariance 15 + 128 → 1 + 8 residual → 15) with Lamarr's preprocessing "
-    "(quantile transform to N(0, 1) of continuous conditions and of every output) built into the module as "
-    "monotone piecewise-linear layers, so the ONNX graph takes and returns physical units. Fitted to the "
-    "**library's own function**: reconstructed-track conditions drawn from the training-split particles "
-    "(each particle with its library probability of being reconstructed, its track type from the "
-    "library's class probabilities), N(0, 1) noise drawn by ufsim, labels from the library's `resolution` "
-    "and `covariance` called through ctypes (`ufsim_export.training.library`, cached under "
-    "`export/.cache/`); mean squared error of the Gaussianised outputs for the same conditions and noise "
-    "(`ufsim_export.training.distill`); the resolution model then gets a one-epoch energy-score fine-tune "
-    "(fresh noise, 300k tracks) that restores the spread the regression loses where it cannot resolve the "
-    "map. The covariance model learns on the library's own chi2PerDoF, "
+    "- **tracking_resolution, tracking_covariance**: two stages (`ufsim_export.training.two_stage`). "
+    "The regression is Lamarr's generator (12 + 128 → Dense(128, tanh) → 10 residual tanh layers → 9; "
+    "covariance 15 + 128 → 1 + 8 residual → 15) with Lamarr's preprocessing (quantile transform to N(0, 1) "
+    "of continuous conditions and of every output) built into the module as monotone piecewise-linear "
+    "layers, so the ONNX graph takes and returns physical units. It is fitted to the **library's own "
+    "function**: reconstructed-track conditions drawn from the training-split particles (each particle "
+    "with its library probability of being reconstructed, its track type from the library's class "
+    "probabilities), N(0, 1) noise drawn by ufsim, labels from the library's `resolution` and `covariance` "
+    "called through ctypes (`ufsim_export.training.library`, cached under `export/.cache/`); mean squared "
+    "error of the Gaussianised outputs for the same conditions and noise (`ufsim_export.training.distill`). "
+    "Where the regression cannot resolve the map it predicts a conditional mean, narrower than the "
+    "library; the spread chain (one small residual network per output, 4 noise columns each after the "
+    "library's 128, fitted by the energy score on the regression's residuals given the conditions and "
+    "the prediction) draws that part back. The covariance model learns on the library's own chi2PerDoF, "
     "nDoF_f, ghostProb of the same track.",
     "- Tracking generators are validated on held-out tracks labelled by the library (validation-split "
     "particles, a noise seed no training uses): distributions with fresh N(0, 1) noise from a different "
-    "RNG, as the server does; per-track parity with the library's own noise.",
+    "RNG, as the server does; per-track parity with the library's own noise (and fresh noise for the "
+    "spread chain).",
 ]
 
 
@@ -543,9 +549,11 @@ def chain_section(
     """The served chain (covariance on the generated quality) vs the library's, and the integer nDoF."""
     sec = Section("Resolution + covariance as served (joint), and the integer nDoF")
     n = len(tracks)
-    res = run_onnx(res_path, {"conditions": tracks.conditions, "noise": fresh_noise(n, MODEL_NOISE_SEED)})
+    res_noise = fresh_noise(n, MODEL_NOISE_SEED, noise_dim(res_path))
+    res = run_onnx(res_path, {"conditions": tracks.conditions, "noise": res_noise})
     cov_cond = np.column_stack([tracks.conditions, res[:, 6:9]])
-    cov = run_onnx(cov_path, {"conditions": cov_cond, "noise": fresh_noise(n, MODEL_NOISE_SEED + 1)})
+    cov_noise = fresh_noise(n, MODEL_NOISE_SEED + 1, noise_dim(cov_path))
+    cov = run_onnx(cov_path, {"conditions": cov_cond, "noise": cov_noise})
     reference = np.hstack([tracks.conditions, tracks.resolution, tracks.covariance]).astype(np.float64)
     model = np.hstack([tracks.conditions, res, cov])
     n_auc = min(n, 6_000 if quick else 60_000)
@@ -600,19 +608,24 @@ def parity_section(tracks: LabelledSet, res_path: Path, cov_path: Path, cols: Co
     sec = Section("Per-track parity with the library (same conditions, same noise)")
     sec.lines += [
         f"{len(tracks):,} held-out tracks; each ONNX generator gets exactly the conditions and the N(0, 1) "
-        "noise the library got (the covariance on the library's own track quality). |Δ|/σ per track, σ the "
+        "noise the library got (the covariance on the library's own track quality), then fresh noise for "
+        "its spread chain, which draws what the regression could not resolve. |Δ|/σ per track, σ the "
         f"library output's standard deviation; targets: median ≤ {PARITY_MEDIAN_TARGET}, 99th percentile ≤ "
-        f"{PARITY_P99_TARGET}.",
+        f"{PARITY_P99_TARGET}. 'ŷ alone' = the same for the regression stage (the saved module without its "
+        "spread draw; not served, not scored): how far the deterministic part follows the library.",
         "",
-        "| generator | output | median \\|Δ\\|/σ | target | p99 \\|Δ\\|/σ | target |",
-        "|---|---|---|---|---|---|",
+        "| generator | output | median \\|Δ\\|/σ | target | p99 \\|Δ\\|/σ | target | ŷ alone: median, p99 |",
+        "|---|---|---|---|---|---|---|",
     ]
     for step, path, names in (
         ("tracking_resolution", res_path, cols.resolution_outputs),
         ("tracking_covariance", cov_path, cols.covariance_outputs),
     ):
         cond, noise, reference = student_inputs(step, tracks)
-        model = run_onnx(path, {"conditions": cond, "noise": noise})
+        model = run_onnx(path, {"conditions": cond, "noise": with_spread_noise(noise, noise_dim(path), 11)})
+        original = path.with_suffix(".pt")
+        regressed = regression_stage(original, cond, noise) if original.exists() else None
+        stage = parity(regressed, reference, names) if regressed is not None else {}
         for name, stats in parity(model, reference.astype(np.float64), names).items():
             ok_med, ok_p99 = stats["median"] <= PARITY_MEDIAN_TARGET, stats["p99"] <= PARITY_P99_TARGET
             sec.checks += 2
@@ -625,9 +638,12 @@ def parity_section(tracks: LabelledSet, res_path: Path, cov_path: Path, cols: Co
                 sec.misses.append(
                     f"{step} {name}: parity p99 |Δ|/σ = {stats['p99']:.4f} (target {PARITY_P99_TARGET})"
                 )
+            regression_cell = (
+                f"{stage[name]['median']:.4f}, {stage[name]['p99']:.4f}" if name in stage else "–"
+            )
             sec.lines.append(
                 f"| {step} | {name} | {stats['median']:.4f} | {_mark(ok_med)} | {stats['p99']:.4f} | "
-                f"{_mark(ok_p99)} |"
+                f"{_mark(ok_p99)} | {regression_cell} |"
             )
     return sec
 

@@ -10,7 +10,8 @@ library with a noise seed no training uses (:data:`REPORT_SEED`). Four views:
   track quality;
 - the served chain: resolution -> covariance conditioned on the *generated* quality, vs the library's
   chain (joint AUC), and the served integer nDoF (max(floor(nDoF_f), 1)) vs the library's;
-- per-track parity: the same conditions and the library's own noise, ONNX vs library, |Δ|/σ;
+- per-track parity: the same conditions and the library's own noise (the spread chain's extra columns
+  drawn fresh), ONNX vs library, |Δ|/σ; and the regression stage alone (``ŷ``, from the saved module);
 - conversion fidelity with the tail-aware criterion: |Δ| <= 1e-5 max(|y|, 10 σ) (1e-5 relative, or
   1e-4 σ for far-tail outputs).
 """
@@ -25,10 +26,11 @@ import onnxruntime as ort
 import torch
 from numpy.typing import NDArray
 
-from ..training.common import load_generator
 from ..training.distill import student_inputs
 from ..training.library import LabelledSet, labelled_set
+from ..training.saved import load_quantile_generator
 from ..training.tracking import load_particles
+from ..training.two_stage import LIBRARY_NOISE, TwoStageGenerator, predict_regression
 
 REPORT_SEED = 20_261_202
 """Labelled-set seed of the report's held-out tracks (training uses seed + 1 and seed + 7001)."""
@@ -56,8 +58,31 @@ def served_ndof(ndof_f: NDArray[Any]) -> NDArray[Any]:
     return np.asarray(np.maximum(np.floor(ndof_f), 1.0))
 
 
-def fresh_noise(n: int, seed: int) -> NDArray[Any]:
-    return np.random.default_rng(seed).standard_normal((n, 128)).astype(np.float32)
+def noise_dim(onnx_path: Path) -> int:
+    """The noise width an ONNX generator takes (its second input)."""
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return int(session.get_inputs()[1].shape[1])
+
+
+def fresh_noise(n: int, seed: int, dim: int = LIBRARY_NOISE) -> NDArray[Any]:
+    """``n`` rows of N(0, 1) noise from numpy's default_rng(seed), float32."""
+    return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+
+
+def with_spread_noise(library_noise: NDArray[Any], dim: int, seed: int) -> NDArray[Any]:
+    """The library's 128 noise columns, then fresh ones up to ``dim`` (the spread chain's draw)."""
+    extra = fresh_noise(len(library_noise), seed, dim - library_noise.shape[1])
+    return np.hstack([library_noise, extra])
+
+
+def regression_stage(original: Path, conditions: NDArray[Any], noise: NDArray[Any]) -> NDArray[Any] | None:
+    """The regression stage's outputs (``ŷ`` in physical units) of a saved two-stage generator, else None."""
+    module = load_quantile_generator(original)
+    if not isinstance(module, TwoStageGenerator):
+        return None
+    with torch.no_grad():
+        gaussian = torch.as_tensor(predict_regression(module, conditions, noise))
+        return np.asarray(module.out_transform(gaussian).numpy(), np.float64)
 
 
 def tail_aware_error(expected: NDArray[Any], got: NDArray[Any]) -> float:
@@ -84,8 +109,8 @@ def fidelity(
     tracks = held_out_tracks(data_dir, max(n, QUICK_ROWS))
     cond, _, _ = student_inputs(step, tracks)
     cond = np.ascontiguousarray(cond[:n], np.float32)
-    noise = fresh_noise(len(cond), 5)
-    module = load_generator(original)
+    module = load_quantile_generator(original)
+    noise = fresh_noise(len(cond), 5, module.noise_dim)
     with torch.no_grad():
         expected = module(torch.from_numpy(cond), torch.from_numpy(noise)).numpy()
     options = ort.SessionOptions()
