@@ -98,7 +98,7 @@ class TwoStageGenerator(QuantileResidualGenerator):
         *,
         width: int = 128,
         n_residual: int = 10,
-        spread_width: int = 32,
+        spread_width: int = 48,
         spread_residual: int = 2,
         continuous: Sequence[int] = (),
         n_knots: int = 201,
