@@ -51,9 +51,11 @@ LABEL_ROUND_STRIDE = 100
 VAL_SEED_OFFSET = 7_001
 """Labelled-set seeds: training ``seed + 1 + 100 x label_round``, held-out ``seed + 7001`` (the report uses
 its own)."""
-VERIFY_RTOL = 1e-4
-"""Training-time ONNX check, |Δ| <= 1e-4 max(|y|, σ): float32 far tails of the inverse quantile map (steep
-segments) reach a few 1e-5 σ; the report checks the exact target (1e-5 relative, or 1e-4 σ in tails)."""
+VERIFY_RTOL = 2e-4
+"""Training-time ONNX check (a guard against export bugs), |Δ| <= 2e-4 max(|y|, σ): float32 rounding in the
+core, amplified by the steep far tail of dp's inverse quantile map, reaches 1.1e-4 of |y| in 1 of 20,000
+rows (dp 151,148 against 151,132 MeV) with the 48 x 2 spread chain; the report checks the exact target
+(1e-5 relative, or 1e-4 σ in tails) and lists the miss."""
 
 
 @dataclass(frozen=True)
