@@ -75,14 +75,19 @@ def session(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def feeds(s: ort.InferenceSession, rows: int, seed: int) -> dict[str, np.ndarray]:
-    """Random keys and N(0, 1) conditions for every input of a session."""
+def feeds(s: ort.InferenceSession, rows: int, seed: int, step: StepSpec) -> dict[str, np.ndarray]:
+    """Random keys and N(0, 1) conditions for every input of a session.
+
+    The ``applies_to`` tensor gets a value the step applies to, so every row is computed.
+    """
     r = np.random.default_rng(seed)
     out = {}
     for arg in s.get_inputs():
         width = arg.shape[1]
         if arg.type == "tensor(uint64)":
             out[arg.name] = r.integers(0, 2**64, (rows, width), dtype=np.uint64, endpoint=False)
+        elif step.applies_to is not None and arg.name == step.applies_to.tensor:
+            out[arg.name] = np.full((rows, width), step.applies_to.values[0], np.int32)
         else:
             out[arg.name] = r.normal(size=(rows, width)).astype(np.float32)
     return out
@@ -116,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         for way, noise in WAYS.items():
             sessions[(step.name, "generator", way)] = session(generator(spec, step, args.models, noise))
             sessions[(step.name, "noise", way)] = session(noise_only(step, noise))
-    inputs = {key: feeds(s, args.rows, seed=0) for key, s in sessions.items()}
+    by_name = {step.name: step for step in steps}
+    inputs = {key: feeds(s, args.rows, seed=0, step=by_name[key[0]]) for key, s in sessions.items()}
     samples: dict[tuple[str, str, str], list[float]] = {key: [] for key in sessions}
     for _ in range(args.repeats):
         for key, s in sessions.items():
