@@ -93,7 +93,9 @@ def test_round_trip_keeps_event_and_particle_order(triton: Any, hepmc_files: lis
     track_type = out["TRACK_Type"]
     assert set(np.unique(track_type)) <= {-1, 0, 3, 4, 5}
     assert (out["TRACK_P"][track_type <= 0] == -9999).all()
-    assert (out["TRACK_P"][track_type > 0] > 0).all()
+    # reconstructed rows carry values, not sentinels (the toy's dp is absolute MeV, so its sign is no test)
+    reco_p = out["TRACK_P"][track_type > 0]
+    assert np.isfinite(reco_p).all() and (reco_p != -9999).all()
     assert (out["isMuon"][track_type != 3] == -1).all()
     assert set(np.unique(out["isMuon"][track_type == 3])) <= {0, 1}
     assert (out["MuonMuLL"][out["isMuon"] != 1] == -1000).all()
