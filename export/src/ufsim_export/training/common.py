@@ -484,62 +484,6 @@ def fit_deterministic(
     return history
 
 
-def fit_energy(
-    core: nn.Module,
-    conditions: NDArray[Any],
-    targets: NDArray[Any],
-    *,
-    noise_dim: int,
-    epochs: int = 2,
-    batch_size: int = 2048,
-    lr: float = 2e-4,
-    seed: int = 0,
-    desc: str = "energy",
-) -> FitHistory:
-    """Fine-tune ``core`` with the energy score, a proper scoring rule for the joint distribution.
-
-    The score is E|G(x, z) - y| - 0.5 E|G(x, z) - G(x, z')| on standardised outputs, fresh N(0, 1) noise.
-
-    After a deterministic fit the residual approximation error shrinks the spread a little (regression
-    to the mean); the energy score restores it without a discriminator.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.as_tensor(conditions, dtype=torch.float32)
-    y = torch.as_tensor(targets, dtype=torch.float32)
-    mean = getattr(core, "out_mean", torch.zeros(y.shape[1]))
-    scale = getattr(core, "out_scale", torch.ones(y.shape[1]))
-    n = len(x)
-    steps_per_epoch = max(1, n // batch_size)
-    optimiser = torch.optim.Adam(core.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=epochs * steps_per_epoch)
-    history = FitHistory()
-    start = time.perf_counter()
-    core.train()
-    for _ in tqdm(range(epochs), desc=desc, unit="epoch", leave=False):
-        perm = torch.randperm(n, generator=gen)
-        running = 0.0
-        for step in range(steps_per_epoch):
-            idx = perm[step * batch_size : (step + 1) * batch_size]
-            xb = x[idx]
-            yb = (y[idx] - mean) / scale
-            z = torch.randn(2 * len(idx), noise_dim, generator=gen)
-            g = (core(torch.cat([xb, xb]), z) - mean) / scale
-            g1, g2 = g[: len(idx)], g[len(idx) :]
-            score = (
-                0.5 * ((g1 - yb).norm(dim=1) + (g2 - yb).norm(dim=1)).mean()
-                - 0.5 * (g1 - g2).norm(dim=1).mean()
-            )
-            optimiser.zero_grad(set_to_none=True)
-            score.backward()
-            optimiser.step()
-            schedule.step()
-            running += float(score.detach())
-        history.train.append(running / steps_per_epoch)
-    core.eval()
-    history.seconds = time.perf_counter() - start
-    return history
-
-
 # ------------------------------------------------------------------------------------------- artifacts
 def _save_original(path: Path, payload: bytes) -> str | None:
     if len(payload) >= ORIGINAL_MAX_BYTES:

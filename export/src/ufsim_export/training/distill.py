@@ -41,7 +41,7 @@ from .two_stage import (
     SPREAD_NOISE,
     TwoStageGenerator,
     fit_spread,
-    predict_regression,
+    regression_outputs,
     two_stage_noise_dim,
 )
 
@@ -214,7 +214,6 @@ def train_step(
     )
     with torch.no_grad():
         predicted = module(torch.as_tensor(vC), torch.as_tensor(np.hstack([vZ, extra]))).numpy()
-        regressed = module.out_transform(torch.as_tensor(predict_regression(module, vC, vZ))).numpy()
     manifest: dict[str, Any] = {
         "step": step,
         "inputs": list(cond_names),
@@ -259,7 +258,7 @@ def train_step(
             "rows": len(vC),
             "labels": f"validation-split particles, library seed {seed + VAL_SEED_OFFSET} (fresh noise)",
             "parity_abs_delta_over_sigma": parity(predicted, vY, out_names),
-            "parity_regression_stage": parity(regressed, vY, out_names),
+            "parity_regression_stage": parity(regression_outputs(module, vC, vZ), vY, out_names),
         },
     }
     rows = np.resize(np.arange(len(vC)), max(len(vC), 10_000))

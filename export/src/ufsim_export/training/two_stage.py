@@ -38,8 +38,8 @@ def two_stage_noise_dim(n_outputs: int) -> int:
 class TwoStageCore(nn.Module):
     """``ŷ = regression(c, z[:128])``, then ``y = ŷ + spread([c, ŷ], z[128:])``, in the core's space.
 
-    Same interface as :class:`ResidualGenerator` (the quantile layers wrap it); ``out_mean``/``out_scale``
-    are the regression's, which standardise the outputs for both fits.
+    Same interface as :class:`ResidualGenerator` where the quantile layers use it (``set_normalisation``
+    and the call); each stage is fitted through its own networks.
     """
 
     def __init__(
@@ -62,16 +62,6 @@ class TwoStageCore(nn.Module):
             n_conditions + n_outputs, SPREAD_NOISE * n_outputs, n_outputs, width=spread_width,
             n_residual=spread_residual,
         )  # fmt: skip
-
-    @property
-    def out_mean(self) -> torch.Tensor:
-        """The regression's output mean (standardisation of the targets)."""
-        return self.regression.out_mean
-
-    @property
-    def out_scale(self) -> torch.Tensor:
-        """The regression's output spread (standardisation of the targets)."""
-        return self.regression.out_scale
 
     def set_normalisation(
         self, conditions: NDArray[Any], outputs: NDArray[Any], *, min_scale: float = 1e-6
@@ -159,6 +149,15 @@ def predict_regression(
     with torch.no_grad():
         parts = [regression(x[i : i + 65_536], z[i : i + 65_536]) for i in range(0, len(x), 65_536)]
     return np.asarray(torch.cat(parts).numpy())
+
+
+def regression_outputs(
+    module: TwoStageGenerator, conditions: NDArray[Any], noise: NDArray[Any]
+) -> NDArray[Any]:
+    """The regression stage's ŷ in physical units (the served model without its spread draw)."""
+    with torch.no_grad():
+        gaussian = torch.as_tensor(predict_regression(module, conditions, noise))
+        return np.asarray(module.out_transform(gaussian).numpy())
 
 
 def fit_spread(

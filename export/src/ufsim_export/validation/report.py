@@ -60,7 +60,7 @@ from .tracking_library import (
     REPORT_SEED,
     fresh_noise,
     held_out_tracks,
-    noise_dim,
+    onnx_noise_dim,
     regression_stage,
     served_ndof,
     with_spread_noise,
@@ -401,7 +401,7 @@ def generator_section(
         sec.misses.append(f"{step}: model missing")
         return sec
     manifest = _manifest(models_dir, step)
-    noise_dim = int(noise_dim or manifest.get("noise_dim") or _session(path).get_inputs()[1].shape[1])
+    noise_dim = int(noise_dim or manifest.get("noise_dim") or onnx_noise_dim(path))
     noise = np.random.default_rng(seed).standard_normal((len(conditions), noise_dim))
     model = run_onnx(path, {"conditions": conditions, "noise": noise})
     rng = np.random.default_rng(seed + 1)
@@ -549,10 +549,10 @@ def chain_section(
     """The served chain (covariance on the generated quality) vs the library's, and the integer nDoF."""
     sec = Section("Resolution + covariance as served (joint), and the integer nDoF")
     n = len(tracks)
-    res_noise = fresh_noise(n, MODEL_NOISE_SEED, noise_dim(res_path))
+    res_noise = fresh_noise(n, MODEL_NOISE_SEED, onnx_noise_dim(res_path))
     res = run_onnx(res_path, {"conditions": tracks.conditions, "noise": res_noise})
     cov_cond = np.column_stack([tracks.conditions, res[:, 6:9]])
-    cov_noise = fresh_noise(n, MODEL_NOISE_SEED + 1, noise_dim(cov_path))
+    cov_noise = fresh_noise(n, MODEL_NOISE_SEED + 1, onnx_noise_dim(cov_path))
     cov = run_onnx(cov_path, {"conditions": cov_cond, "noise": cov_noise})
     reference = np.hstack([tracks.conditions, tracks.resolution, tracks.covariance]).astype(np.float64)
     model = np.hstack([tracks.conditions, res, cov])
@@ -622,7 +622,8 @@ def parity_section(tracks: LabelledSet, res_path: Path, cov_path: Path, cols: Co
         ("tracking_covariance", cov_path, cols.covariance_outputs),
     ):
         cond, noise, reference = student_inputs(step, tracks)
-        model = run_onnx(path, {"conditions": cond, "noise": with_spread_noise(noise, noise_dim(path), 11)})
+        served_noise = with_spread_noise(noise, onnx_noise_dim(path), 11)
+        model = run_onnx(path, {"conditions": cond, "noise": served_noise})
         original = path.with_suffix(".pt")
         regressed = regression_stage(original, cond, noise) if original.exists() else None
         stage = parity(regressed, reference, names) if regressed is not None else {}

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from numpy.typing import NDArray
@@ -30,7 +31,7 @@ from ..training.distill import student_inputs
 from ..training.library import LabelledSet, labelled_set
 from ..training.saved import load_quantile_generator
 from ..training.tracking import load_particles
-from ..training.two_stage import LIBRARY_NOISE, TwoStageGenerator, predict_regression
+from ..training.two_stage import LIBRARY_NOISE, TwoStageGenerator, regression_outputs
 
 REPORT_SEED = 20_261_202
 """Labelled-set seed of the report's held-out tracks (training uses seed + 1 and seed + 7001)."""
@@ -58,10 +59,10 @@ def served_ndof(ndof_f: NDArray[Any]) -> NDArray[Any]:
     return np.asarray(np.maximum(np.floor(ndof_f), 1.0))
 
 
-def noise_dim(onnx_path: Path) -> int:
-    """The noise width an ONNX generator takes (its second input)."""
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    return int(session.get_inputs()[1].shape[1])
+def onnx_noise_dim(onnx_path: Path) -> int:
+    """The noise width an ONNX generator takes (its second input), read from the graph."""
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return int(graph.input[1].type.tensor_type.shape.dim[1].dim_value)
 
 
 def fresh_noise(n: int, seed: int, dim: int = LIBRARY_NOISE) -> NDArray[Any]:
@@ -80,9 +81,7 @@ def regression_stage(original: Path, conditions: NDArray[Any], noise: NDArray[An
     module = load_quantile_generator(original)
     if not isinstance(module, TwoStageGenerator):
         return None
-    with torch.no_grad():
-        gaussian = torch.as_tensor(predict_regression(module, conditions, noise))
-        return np.asarray(module.out_transform(gaussian).numpy(), np.float64)
+    return np.asarray(regression_outputs(module, conditions, noise), np.float64)
 
 
 def tail_aware_error(expected: NDArray[Any], got: NDArray[Any]) -> float:
