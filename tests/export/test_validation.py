@@ -3,6 +3,7 @@ report is written end to end from quick-trained models."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +101,5 @@ def test_report_from_quick_models(shared_data: Path, tmp_path: Path) -> None:
     # quick models are far from the targets: the report must say so with numbers
     assert "MISS" in text
     assert "recomputed" in text
+    floors = re.findall(r"PyTorch float32 vs float64 on the same rows: ([0-9.e+-]+)", text)
+    assert len(floors) == 2 and all(0 < float(f) < 1e-3 for f in floors)
