@@ -103,3 +103,23 @@ def test_report_from_quick_models(shared_data: Path, tmp_path: Path) -> None:
     assert "recomputed" in text
     floors = re.findall(r"PyTorch float32 vs float64 on the same rows: ([0-9.e+-]+)", text)
     assert len(floors) == 2 and all(0 < float(f) < 1e-3 for f in floors)
+
+
+def test_pid_sections_score_the_committed_models(repo_root: Path, tmp_path: Path) -> None:
+    from ufsim_export.validation.report import pid_sections
+
+    sections = pid_sections(repo_root / "export" / "models", tmp_path, quick=True)
+    assert [s.title for s in sections] == [
+        "isMuon (GBDT)",
+        "RICH (generator)",
+        "Muon system (generator, isMuon tracks)",
+        "Global PID (generator, conditioned on the reference RICH/Muon/isMuon)",
+    ]
+    is_muon = sections[0]
+    assert "30,000 fresh calibration tracks of each species" in is_muon.lines[0]
+    rows = [line for line in is_muon.lines if line.startswith("| ") and not line.startswith("| species")]
+    assert [r.split(" | ")[0] for r in rows] == ["| e", "| mu", "| pi", "| K", "| p"]
+    # the muon efficiency of the model and its own sample agree overall, whatever the bins say
+    mu = rows[1].split(" | ")
+    assert float(mu[1]) > 0.8 and abs(float(mu[3])) < 0.01
+    assert is_muon.checks == 10 and all(s.checks > 0 for s in sections)

@@ -670,7 +670,7 @@ def pid_sections(models_dir: Path, fig_dir: Path, *, quick: bool) -> list[Sectio
     log10p, eta = features[:, 0], features[:, 1]
     sections: list[Section] = []
     if "is_muon" in present:
-        sections.append(_is_muon_section(models_dir, fig_dir, frame, features, calibration))
+        sections.append(_is_muon_section(models_dir, fig_dir, n))
     note = f"Reference: `calibration.generate({n}, seed=987654)` (a sample no model was trained on). "
     min_bin = _scored_bin_rows(quick)
     if "rich" in present:
@@ -731,29 +731,32 @@ def pid_sections(models_dir: Path, fig_dir: Path, *, quick: bool) -> list[Sectio
     return sections
 
 
-def _is_muon_section(
-    models_dir: Path, fig_dir: Path, frame: Any, features: NDArray[Any], calibration: Any
-) -> Section:
+def _is_muon_section(models_dir: Path, fig_dir: Path, n: int) -> Section:
+    """isMuon efficiency per species, on ``n`` fresh tracks of each species (one calibration sample each).
+
+    One sample per species rather than their mixture: the reference is the sampled decision, so a
+    (p, η) bin's binomial σ must stay well below the 0.03 target for a miss to mean something.
+    """
     sec = Section("isMuon (GBDT)")
-    prob = run_onnx(models_dir / "is_muon.onnx", {"features": features})[:, 1]
-    truth = frame["isMuon"].to_numpy(np.float64)
-    species = frame["species"].to_numpy()
-    log10p, eta = features[:, 0], features[:, 1]
     sec.lines += [
-        f"{len(frame):,} fresh calibration tracks. Reference = the sampled isMuon decisions (so it carries "
-        "binomial noise, shown as the floor); model = mean ONNX P(isMuon). 2-D bins: log10 p "
+        f"{n:,} fresh calibration tracks of each species (`calibration.generate({n}, seed=987655 + k, "
+        "species=...)`). Reference = the sampled isMuon decisions (so it carries binomial noise, shown as "
+        "the floor); model = mean ONNX P(isMuon). 2-D bins: log10 p "
         f"{EFF_2D_LOG10P.tolist()} x η {EFF_2D_ETA.tolist()}, scored with ≥ {MIN_EFF_BIN_WEIGHT:g} tracks.",
         "",
         "| species | reference | model | Δ overall | target | worst bin Δ | its binomial σ | target |",
         "|---|---|---|---|---|---|---|---|",
     ]
     curves = {}
-    for s in calibration.SPECIES:
-        sel = species == s
-        ref, mod = truth[sel], prob[sel]
+    for k, s in enumerate(calibration.SPECIES):
+        frame = calibration.generate(n, seed=987_655 + k, species=s)
+        features = frame[list(calibration.PID_FEATURES)].to_numpy(np.float64)
+        log10p, eta = features[:, 0], features[:, 1]
+        mod = run_onnx(models_dir / "is_muon.onnx", {"features": features})[:, 1]
+        ref = frame["isMuon"].to_numpy(np.float64)
         delta = float(mod.mean() - ref.mean())
-        m_ref, cnt = binned_mean_2d(log10p[sel], eta[sel], ref, EFF_2D_LOG10P, EFF_2D_ETA)
-        m_mod, _ = binned_mean_2d(log10p[sel], eta[sel], mod, EFF_2D_LOG10P, EFF_2D_ETA)
+        m_ref, cnt = binned_mean_2d(log10p, eta, ref, EFF_2D_LOG10P, EFF_2D_ETA)
+        m_mod, _ = binned_mean_2d(log10p, eta, mod, EFF_2D_LOG10P, EFF_2D_ETA)
         scored = cnt >= MIN_EFF_BIN_WEIGHT
         diffs = np.where(scored, np.abs(m_mod - m_ref), np.nan)
         worst = float(np.nanmax(diffs)) if scored.any() else float("nan")
@@ -774,8 +777,8 @@ def _is_muon_section(
             f"{sig:.4f} | {_mark(ok_bins)} |"
         )
         ones = np.ones_like(ref)
-        cp, vp = _curve(log10p[sel], ref, mod, ones, ones, CURVE_LOG10P)
-        ce, ve = _curve(eta[sel], ref, mod, ones, ones, CURVE_ETA)
+        cp, vp = _curve(log10p, ref, mod, ones, ones, CURVE_LOG10P)
+        ce, ve = _curve(eta, ref, mod, ones, ones, CURVE_ETA)
         curves[f"isMuon {s}"] = (cp, vp, ce, ve)
     path = fig_dir / "is_muon_curves.png"
     plot_efficiency_curves(curves, path, title="isMuon: ONNX GBDT vs calibration sample")
