@@ -104,13 +104,15 @@ FULL_RESOLUTION = DistillConfig(
     warm_start=True,
     label_round=1,
 )
-FULL_COVARIANCE = replace(FULL_RESOLUTION, n_residual=8)
+FULL_COVARIANCE = replace(FULL_RESOLUTION, n_residual=8, spread_steps=40_000)
 """Both keep the committed regression and fit the spread chain on its residuals (``epochs=0``). The
 regressions' history (manifest ``training.warm_start``: parent sha256 and schedule, nested): from scratch
 5 epochs at batch 512 / lr 2e-3, then 12 at 1024 / 1e-3, then 16 at 1024 / 5e-4 on the same 1M labels
 (round 0), then 20 at 3e-4 on 4M fresh ones (round 1), then 20 at 2e-4 on the same 4M (one-cycle each),
 then the covariance 12 more; an energy-score fine-tune followed the resolution's rounds until the spread
-chain replaced it. ``epochs > 0`` continues the regression on the round's labels before the chain."""
+chain replaced it. ``epochs > 0`` continues the regression on the round's labels before the chain.
+The covariance's 15 spread stages fit 40,000 steps each (24,000 left log_cov_44 at W1/σ 0.051 in one
+(p, η) bin)."""
 QUICK_RESOLUTION = DistillConfig(
     width=32, n_residual=2, n_train=6_000, n_val=2_000, epochs=1, n_knots=51, spread_width=16,
     spread_residual=1, spread_rows=6_000, spread_steps=50,
