@@ -16,7 +16,7 @@ import onnxruntime as ort
 import torch
 
 from ufsim_export.training import calibration, pid
-from ufsim_export.training.chained import ChainedGenerator, fit_chained, fit_energy_score
+from ufsim_export.training.chained import ChainedGenerator, ThresholdYields, fit_chained, fit_energy_score
 from ufsim_export.training.common import QuantileResidualGenerator
 
 MODELS = Path(__file__).resolve().parents[2] / "export" / "models"
@@ -145,6 +145,51 @@ def test_chain_keeps_a_deterministic_relation_between_outputs() -> None:
         assert out[:, 0].std() == pytest.approx(1.0, rel=0.2)
         off_curve = np.abs(out[:, 1] - np.exp(out[:, 0] / 2)) / out[:, 1].std()
         assert np.median(off_curve) < 0.012, np.median(off_curve)
+
+
+def test_threshold_yields_are_the_cherenkov_photon_fractions() -> None:
+    """Zero below each threshold, sin²θ / sin²θ_max of the calibration's radiators above it."""
+    layer = ThresholdYields(pid.RICH_THRESHOLDS_MEV, log10_p_column=1)
+    p = np.array([2000.0, 2637.0, 3000.0, 20_000.0, 150_000.0])
+    conditions = torch.tensor(np.column_stack([np.zeros(len(p)), np.log10(p)]), dtype=torch.float32)
+    got = layer(conditions).numpy()
+    expected = np.zeros_like(got)
+    pairs = {radiator.threshold_mev(mass): (radiator, mass)
+             for radiator in calibration.RADIATORS for mass in calibration.MASS_MEV.values()}  # fmt: skip
+    for k, threshold in enumerate(pid.RICH_THRESHOLDS_MEV):
+        radiator, mass = pairs[threshold]
+        # the calibration's own photon-yield fraction of a particle of this mass in this radiator
+        expected[:, k] = calibration._cherenkov(p, mass, radiator)[1]
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+    assert got[0].max() == 0.0 and got[-1].min() > 0.0
+    assert len(pid.RICH_THRESHOLDS_MEV) == 7
+
+
+def test_threshold_features_survive_saving_and_onnx(tmp_path: Path) -> None:
+    """A chain with threshold inputs saves, reloads and exports to ONNX with the same outputs."""
+    from ufsim_export.convert.generator import generator_to_onnx
+    from ufsim_export.training.common import save_generator
+    from ufsim_export.training.saved import load_module
+
+    rng = np.random.default_rng(0)
+    c = np.column_stack([rng.uniform(3.3, 5.3, 3000), rng.normal(size=3000)])
+    y = np.column_stack([np.maximum(0.0, 1.0 - (3000.0 / 10 ** c[:, 0]) ** 2) + rng.normal(0, 0.1, 3000),
+                         rng.normal(size=3000)])  # fmt: skip
+    chain = ChainedGenerator(
+        2, 4, 2, width=16, n_residual=1, continuous=(0, 1), thresholds_mev=(3000.0, 9000.0)
+    )
+    fit_chained(chain, c, y, steps=30, batch_size=256)
+    assert chain.core.n_conditions == 4
+    rows = np.resize(c, (10_000, 2)).astype(np.float32)
+    save_generator(chain, tmp_path, "chain", conditions=rows, noise_dim=4, manifest={}, seed=0)
+    loaded = load_module(tmp_path / "chain.pt")
+    cond = torch.tensor(c[:200], dtype=torch.float32)
+    noise = torch.randn(200, 4, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(cond, noise), chain(cond, noise))
+    session = ort.InferenceSession(generator_to_onnx(chain, 2, 4).SerializeToString())
+    got = session.run(None, {"conditions": cond.numpy(), "noise": noise.numpy()})[0]
+    np.testing.assert_allclose(got, chain(cond, noise).detach().numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_chain_rejects_more_outputs_than_noise_columns() -> None:

@@ -195,10 +195,38 @@ class ChainedCore(nn.Module):
         return torch.cat(outputs, dim=1)
 
 
+class ThresholdYields(nn.Module):
+    """Cherenkov photon-yield fractions ``max(0, 1 - (p_k / p)²)`` of threshold momenta ``p_k``, from log10 p.
+
+    ``sin²θ_c / sin²θ_max`` of a particle above the threshold ``p_k = m / sqrt(n² - 1)`` of its radiator
+    and mass hypothesis, zero below: the RICH response changes character at each threshold (no photons,
+    a hypothesis that predicts none), a kink in p that a smooth network of the quantile-transformed
+    momentum rounds off. Given as extra core inputs, the kinks come for free.
+    """
+
+    log10_thresholds: torch.Tensor
+
+    def __init__(self, thresholds_mev: Sequence[float], log10_p_column: int = 0) -> None:
+        super().__init__()
+        self.thresholds_mev = tuple(float(t) for t in thresholds_mev)
+        self.log10_p_column = int(log10_p_column)
+        self.register_buffer(
+            "log10_thresholds", torch.log10(torch.tensor(self.thresholds_mev, dtype=torch.float64)).float()
+        )
+
+    def forward(self, conditions: torch.Tensor) -> torch.Tensor:
+        """[N, k] yield fractions of each row's momentum (log10 p in column ``log10_p_column``)."""
+        log10_p = conditions[:, self.log10_p_column : self.log10_p_column + 1]
+        ratio2 = torch.exp((self.log10_thresholds - log10_p) * (2.0 * float(np.log(10.0))))
+        return torch.relu(1.0 - ratio2)
+
+
 class ChainedGenerator(PartialQuantileGenerator):
     """A quantile generator (preprocessing inside, physical units in and out) whose core is a chain.
 
-    ``passthrough`` outputs skip the output quantile map (see :class:`PartialQuantileGenerator`).
+    ``passthrough`` outputs skip the output quantile map (see :class:`PartialQuantileGenerator`);
+    ``thresholds_mev`` appends the Cherenkov yield fractions (:class:`ThresholdYields`) of those threshold
+    momenta to the core's inputs, from the log10 p condition in column ``log10_p_column``.
     """
 
     def __init__(
@@ -212,17 +240,32 @@ class ChainedGenerator(PartialQuantileGenerator):
         continuous: Sequence[int] = (),
         n_knots: int = 201,
         passthrough: Sequence[int] = (),
+        thresholds_mev: Sequence[float] = (),
+        log10_p_column: int = 0,
     ) -> None:
-        chain = ChainedCore(n_conditions, noise_dim, n_outputs, width=width, n_residual=n_residual)
+        n_core = n_conditions + len(thresholds_mev)
+        chain = ChainedCore(n_core, noise_dim, n_outputs, width=width, n_residual=n_residual)
         super().__init__(
             n_conditions, noise_dim, n_outputs, width=width, n_residual=n_residual, continuous=continuous,
             n_knots=n_knots, passthrough=passthrough,
             core=chain,  # ChainedCore has the interface of the ResidualGenerator it replaces
         )  # fmt: skip
+        self.yields = ThresholdYields(thresholds_mev, log10_p_column) if thresholds_mev else None
+
+    def encode_conditions(self, conditions: torch.Tensor) -> torch.Tensor:
+        """The quantile-transformed conditions, then the threshold yield fractions (if any)."""
+        x = super().encode_conditions(conditions)
+        if self.yields is None:
+            return x
+        return torch.cat([x, self.yields(conditions)], dim=1)
 
     def extra_state(self) -> dict[str, Any]:
         """Constructor arguments (``chained`` marks the class for loading)."""
-        return {**super().extra_state(), "chained": True}
+        state = {**super().extra_state(), "chained": True}
+        if self.yields is not None:
+            state |= {"thresholds_mev": list(self.yields.thresholds_mev),
+                      "log10_p_column": self.yields.log10_p_column}  # fmt: skip
+        return state
 
 
 def fit_chained(

@@ -385,12 +385,17 @@ class QuantileResidualGenerator(nn.Module):
         """
         x = torch.as_tensor(np.asarray(conditions), dtype=torch.float32)
         with torch.no_grad():
-            parts = [self.cond_transform(x[i : i + 16384]) for i in range(0, len(x), 16384)]
+            parts = [self.encode_conditions(x[i : i + 16384]) for i in range(0, len(x), 16384)]
         return np.asarray(torch.cat(parts).numpy() if parts else x.numpy())
+
+    def encode_conditions(self, conditions: torch.Tensor) -> torch.Tensor:
+        """Physical conditions -> the core's inputs: the quantile transform (subclasses may add features)."""
+        x: torch.Tensor = self.cond_transform(conditions)
+        return x
 
     def forward(self, conditions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Outputs in physical units for conditions in physical units and N(0, 1) noise."""
-        y: torch.Tensor = self.out_transform(self.core(self.cond_transform(conditions), noise))
+        y: torch.Tensor = self.out_transform(self.core(self.encode_conditions(conditions), noise))
         return y
 
     def extra_state(self) -> dict[str, Any]:

@@ -71,7 +71,7 @@ from torch import nn
 
 from ..metrics import c2st_auc, w1_over_sigma
 from . import calibration
-from .calibration import GLOBAL_COLUMNS, MUON_COLUMNS, PID_FEATURES, RICH_COLUMNS, SPECIES
+from .calibration import GLOBAL_COLUMNS, MASS_MEV, MUON_COLUMNS, PID_FEATURES, RICH_COLUMNS, SPECIES
 from .chained import ChainedGenerator, fit_chained
 from .common import (
     QuantileResidualGenerator,
@@ -104,6 +104,15 @@ NOISE_DIM = 64
 CONTINUOUS_PID = (0, 1, 2)
 """Quantile-transformed condition columns of pid_features: log10 p, η, n_tracks (charge and one-hot
 pass through)."""
+RICH_THRESHOLDS_MEV: tuple[float, ...] = tuple(
+    threshold
+    for radiator in calibration.RADIATORS
+    for threshold in sorted(radiator.threshold_mev(MASS_MEV[s]) for s in SPECIES)
+    if calibration.P_MIN_MEV < threshold < calibration.P_MAX_MEV
+)
+"""Cherenkov thresholds m / sqrt(n² - 1) of the RICH radiators (C4F10, CF4) inside the calibration's
+momentum range: 7 of the 10 (radiator, mass) pairs, from 2.6 GeV (π, C4F10) to 29.7 GeV (p, CF4). The
+RICH chain gets each one's photon-yield fraction as an input (:class:`.chained.ThresholdYields`)."""
 GLOBAL_INPUTS: tuple[str, ...] = (*PID_FEATURES, *RICH_COLUMNS, *MUON_COLUMNS, "is_muon_flag")
 MUON_SLICE = slice(len(PID_FEATURES) + len(RICH_COLUMNS), len(PID_FEATURES) + len(RICH_COLUMNS) + 2)
 P_BINS_GEV = (2.0, 3.0, 4.0, 6.0, 10.0, 20.0, 40.0, 80.0, 200.0)
@@ -307,6 +316,7 @@ def _generator(
     continuous: Sequence[int],
     size: dict[str, int],
     passthrough: Sequence[int] = (),
+    thresholds_mev: Sequence[float] = (),
 ) -> ChainedGenerator:
     return ChainedGenerator(
         n_conditions,
@@ -316,6 +326,8 @@ def _generator(
         n_residual=size["n_residual"],
         continuous=continuous,
         passthrough=passthrough,
+        thresholds_mev=thresholds_mev,
+        log10_p_column=PID_FEATURES.index("mc_log10_p"),
     )
 
 
@@ -367,7 +379,9 @@ def train_generator_step(step: str, out_dir: Path, *, seed: int, quick: bool) ->
     if step == "rich":
         inputs, outputs = list(PID_FEATURES), list(RICH_COLUMNS)
         module: ChainedGenerator | MaskedGlobalPID
-        module = inner = _generator(len(inputs), len(outputs), CONTINUOUS_PID, size)
+        module = inner = _generator(
+            len(inputs), len(outputs), CONTINUOUS_PID, size, thresholds_mev=RICH_THRESHOLDS_MEV
+        )
         cond = frame[inputs].to_numpy(np.float64)
     elif step == "muon":
         inputs, outputs = list(PID_FEATURES), list(MUON_COLUMNS)
