@@ -8,7 +8,8 @@ species without routing:
   and fast to serve, within the isMuon efficiency targets), classes [not_muon, muon], converted to ONNX-ML
   TreeEnsemble.
 - ``rich``: chained generator (:mod:`.chained`), 9 conditions + 64 noise → RichDLLe, RichDLLmu,
-  RichDLLK, RichDLLp.
+  RichDLLK, RichDLLp; its stages also see the Cherenkov photon-yield fraction of each radiator threshold
+  in the momentum range (computed from log10 p inside the model).
 - ``muon``: chained generator, 9 + 64 → MuonMuLL, MuonBgLL, trained on isMuon == 1 tracks only (hadrons are
   drawn from a larger pool so that their rare mis-identified tracks are populated).
 - ``global_pid``: chained generator on [pid_features, rich_response, muon_response, is_muon_flag] (16) + 64 →
@@ -98,8 +99,12 @@ PID on 1M calibration tracks instead of 300k gave nothing beyond the evaluation'
 RICH fits 96,000 steps: scored on two fresh 1M-row samples in (p, η) bins, 64 x 3 stages after 24,000
 steps left 8 (output, bin) pairs above W1/σ 0.05 on each sample, AUC 0.534 / 0.538; after 48,000, 5 and 4
 pairs, AUC 0.520 / 0.521; after 96,000, 3 and 1, AUC 0.516 / 0.516; 128 x 3 stages after 24,000 steps (2x
-the serving CPU) 7 and 6 pairs. What remains is the pion Cherenkov threshold (2.6 GeV in C4F10), a step
-in p the chains smooth: below it their DLLk and DLLp lower tails are too long."""
+the serving CPU) 7 and 6 pairs. Most of those were below the pion Cherenkov threshold (2.6 GeV in C4F10),
+a kink in p the chains smoothed; with the radiators' yield fractions as inputs (:data:`RICH_THRESHOLDS_MEV`,
+3 % more serving CPU) 24,000 steps leave 3 and 4 pairs (AUC 0.526 / 0.527) and 96,000 leave 2 and 2 (AUC
+0.513 / 0.516), 3 against 4 on a third sample: the worst DLLk and DLLp below 3.2 GeV drop from 0.057-0.070
+to 0.043-0.058, and what is left is mostly DLLe and DLLmu at 10-32 GeV and η < 2.5 (0.05-0.07), near
+RICH1's acceptance edge. Hard η-acceptance steps as inputs did not help there (5 pairs at 24,000 steps)."""
 NOISE_DIM = 64
 CONTINUOUS_PID = (0, 1, 2)
 """Quantile-transformed condition columns of pid_features: log10 p, η, n_tracks (charge and one-hot
@@ -268,7 +273,7 @@ def _sizes(quick: bool, step: str = "") -> dict[str, int]:
                 "batch": 256, "width": 32, "n_residual": 2, "gbdt_iter": 20}  # fmt: skip
     stage = STAGE_SIZES.get(step, STAGE_SIZES["rich"])
     return {"gbdt": 2_000_000, "gen": 300_000, "mu": 80_000, "had_pool": 1_500_000, "val": 100_000,
-            "batch": 512, "gbdt_iter": 150, **stage}  # fmt: skip
+            "batch": 512, "gbdt_iter": GBDT_MAX_ITER, **stage}  # fmt: skip
 
 
 def train_is_muon(out_dir: Path, *, seed: int, quick: bool) -> Path:
@@ -279,7 +284,7 @@ def train_is_muon(out_dir: Path, *, seed: int, quick: bool) -> Path:
     val = calibration.generate(size["val"], data_seed + 1)
     start = time.perf_counter()
     model = HistGradientBoostingClassifier(
-        max_iter=min(size["gbdt_iter"], GBDT_MAX_ITER), max_depth=GBDT_MAX_DEPTH, max_leaf_nodes=31,
+        max_iter=size["gbdt_iter"], max_depth=GBDT_MAX_DEPTH, max_leaf_nodes=31,
         learning_rate=GBDT_LEARNING_RATE,
         min_samples_leaf=40, early_stopping=False, random_state=seed,
     )  # fmt: skip
