@@ -104,7 +104,8 @@ a kink in p the chains smoothed; with the radiators' yield fractions as inputs (
 3 % more serving CPU) 24,000 steps leave 3 and 4 pairs (AUC 0.526 / 0.527) and 96,000 leave 2 and 2 (AUC
 0.513 / 0.516), 3 against 4 on a third sample: the worst DLLk and DLLp below 3.2 GeV drop from 0.057-0.070
 to 0.043-0.058, and what is left is mostly DLLe and DLLmu at 10-32 GeV and η < 2.5 (0.05-0.07), near
-RICH1's acceptance edge. Hard η-acceptance steps as inputs did not help there (5 pairs at 24,000 steps)."""
+RICH1's acceptance edge. Hard η-acceptance steps as inputs did not help there (5 pairs at 24,000 steps);
+192,000 steps (70 min on one core) leave 3, 1 and 2 pairs, AUC 0.513 / 0.515 / 0.515: marginal."""
 NOISE_DIM = 64
 CONTINUOUS_PID = (0, 1, 2)
 """Quantile-transformed condition columns of pid_features: log10 p, η, n_tracks (charge and one-hot
