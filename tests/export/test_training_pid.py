@@ -167,7 +167,6 @@ def test_threshold_yields_are_the_cherenkov_photon_fractions() -> None:
 
 def test_threshold_features_survive_saving_and_onnx(tmp_path: Path) -> None:
     """A chain with threshold inputs saves, reloads and exports to ONNX with the same outputs."""
-    from ufsim_export.convert.generator import generator_to_onnx
     from ufsim_export.training.common import save_generator
     from ufsim_export.training.saved import load_module
 
@@ -181,13 +180,13 @@ def test_threshold_features_survive_saving_and_onnx(tmp_path: Path) -> None:
     fit_chained(chain, c, y, steps=30, batch_size=256)
     assert chain.core.n_conditions == 4
     rows = np.resize(c, (10_000, 2)).astype(np.float32)
-    save_generator(chain, tmp_path, "chain", conditions=rows, noise_dim=4, manifest={}, seed=0)
+    onnx_path, _ = save_generator(chain, tmp_path, "chain", conditions=rows, noise_dim=4, manifest={}, seed=0)
     loaded = load_module(tmp_path / "chain.pt")
     cond = torch.tensor(c[:200], dtype=torch.float32)
     noise = torch.randn(200, 4, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         torch.testing.assert_close(loaded(cond, noise), chain(cond, noise))
-    session = ort.InferenceSession(generator_to_onnx(chain, 2, 4).SerializeToString())
+    session = ort.InferenceSession(str(onnx_path))
     got = session.run(None, {"conditions": cond.numpy(), "noise": noise.numpy()})[0]
     np.testing.assert_allclose(got, chain(cond, noise).detach().numpy(), rtol=1e-5, atol=1e-5)
 
