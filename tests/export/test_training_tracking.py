@@ -128,8 +128,8 @@ def test_warm_start_continues_the_committed_model_and_records_it(
     assert f"library seeds {distill.TRAIN_SEED_OFFSET + distill.LABEL_ROUND_STRIDE}" in labels
     with pytest.raises(ValueError, match="residual blocks"):
         train(dataclasses.replace(config, width=16), quick_models)
-    # epochs=0 (the full configs' round): the parent's regression, bit for bit; only the spread is fitted
-    kept_path = train(dataclasses.replace(config, epochs=0), quick_models).with_suffix(".pt")
+    # epochs=0 without L-BFGS: the parent's regression, bit for bit; only the spread is fitted
+    kept_path = train(dataclasses.replace(config, epochs=0, lbfgs_chunks=0), quick_models).with_suffix(".pt")
     kept = load_quantile_generator(kept_path)
     assert isinstance(kept, TwoStageGenerator) and isinstance(before, TwoStageGenerator)
     for name, tensor in before.stages.regression.state_dict().items():
@@ -137,6 +137,14 @@ def test_warm_start_continues_the_committed_model_and_records_it(
     assert json.loads((tmp_path / "tracking_resolution.json").read_text())["training"]["train_loss"] == []
     with pytest.raises(ValueError, match="warm_start=True"):
         train(dataclasses.replace(config, epochs=0, warm_start=False), quick_models)
+    # epochs=0 with L-BFGS chunks: the parent's regression refined, never left worse on the validation rows
+    refined_path = train(dataclasses.replace(config, epochs=0, lbfgs_chunks=2), quick_models)
+    lbfgs = json.loads(refined_path.with_suffix(".json").read_text())["training"]["lbfgs"]
+    assert len(lbfgs["unseen_chunk_loss"]) == 2 and len(lbfgs["val_loss"]) == 3
+    assert min(lbfgs["val_loss"]) < lbfgs["val_loss"][0]
+    refined = load_quantile_generator(refined_path.with_suffix(".pt"))
+    assert isinstance(refined, TwoStageGenerator)
+    assert not torch.equal(refined.stages.regression.out.weight, before.stages.regression.out.weight)
 
 
 def test_soft_label_rows_give_the_cross_entropy() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ufsim_export.training.common import fit_deterministic
+from ufsim_export.training.common import fit_deterministic, refine_lbfgs, standardised_mse
 from ufsim_export.training.saved import load_quantile_generator
 from ufsim_export.training.two_stage import (
     LIBRARY_NOISE,
@@ -52,6 +52,35 @@ def test_spread_chain_restores_what_the_regression_cannot_resolve() -> None:
     assert abs(std_served / std_library - 1) < 0.05
     # the served draw still follows the resolved part of the noise, track by track
     assert np.corrcoef(served.numpy()[:, 0], tz[:, 0])[0, 1] > 0.3
+
+
+def test_lbfgs_refinement_goes_below_the_adam_plateau_and_keeps_its_best_state() -> None:
+    """A deterministic map of (conditions, noise), as the library's: full-batch L-BFGS on chunks of unseen
+    rows lowers the held-out loss one Adam epoch left, and the kept state is the best one it measured."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+
+    def toy(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        c = rng.uniform(-1, 1, (n, 1)).astype(np.float32)
+        z = rng.standard_normal((n, LIBRARY_NOISE)).astype(np.float32)
+        y = np.tanh(2 * c + z[:, :1] * c) + 0.3 * z[:, 1:2] * z[:, 2:3]
+        return c, z, y.astype(np.float32)
+
+    module = TwoStageGenerator(1, two_stage_noise_dim(1), 1, width=16, n_residual=1, spread_width=8,
+                               spread_residual=1, continuous=[0], n_knots=51)  # fmt: skip
+    c, z, y = toy(12_000)
+    vc, vz, vy = toy(3_000)
+    module.fit_transforms(c, y)
+    regression = module.stages.regression
+    x, targets = module.core_conditions(c), module.gaussianise_outputs(y)
+    val = (module.core_conditions(vc), vz, module.gaussianise_outputs(vy))
+    fit_deterministic(regression, x, z, targets, epochs=1, batch_size=256, lr=3e-3, seed=0)
+    adam = standardised_mse(regression, *val)
+    history = refine_lbfgs(regression, x, z, targets, val=val, chunks=3, rows=4_000, iterations=10, seed=0)
+    assert history.val[0] == pytest.approx(adam)
+    assert len(history.train) == 3 and len(history.val) == 4
+    assert min(history.val) < 0.8 * adam
+    assert standardised_mse(regression, *val) == pytest.approx(min(history.val))
 
 
 def test_two_stage_generator_names_the_noise_width_it_takes() -> None:

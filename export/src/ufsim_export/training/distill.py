@@ -29,6 +29,7 @@ from .common import (
     fit_deterministic,
     git_commit,
     library_versions,
+    refine_lbfgs,
     save_generator,
     seed_everything,
     sha256_file,
@@ -71,6 +72,12 @@ class DistillConfig:
     batch_size: int = 512
     lr: float = 2e-3
     n_knots: int = 201
+    lbfgs_chunks: int = 0
+    """L-BFGS refinement of the regression after its Adam epochs (:func:`~.common.refine_lbfgs`): chunks
+    of fresh training rows; 0 for none."""
+    lbfgs_rows: int = 200_000
+    lbfgs_iterations: int = 15
+    """L-BFGS iterations per chunk: few enough that no chunk is overfitted."""
     spread_width: int = 48
     spread_residual: int = 2
     """Spread stages of 48 units and 2 residual layers, measured on held-out tracks (covariance AUC, served
@@ -97,15 +104,20 @@ class DistillConfig:
 FULL_RESOLUTION = DistillConfig(
     n_residual=10,
     n_train=2_000_000,
-    label_sets=1,
+    label_sets=2,
     epochs=0,
+    lbfgs_chunks=12,
     batch_size=1024,
     lr=2e-4,
     warm_start=True,
     label_round=1,
 )
-FULL_COVARIANCE = replace(FULL_RESOLUTION, n_residual=8, spread_steps=40_000)
-"""Both keep the committed regression and fit the spread chain on its residuals (``epochs=0``). The
+FULL_COVARIANCE = replace(FULL_RESOLUTION, n_residual=8, spread_steps=40_000, label_sets=1, lbfgs_chunks=0)
+"""Both keep the committed regression (``epochs=0``), the resolution's refined by L-BFGS on 12 chunks of
+200,000 rows of its two labelled sets, and fit the spread chain on its residuals. Prototyped on the same
+sets, L-BFGS took the resolution's validation MSE (Gaussian space, not standardised) from 0.157 to 0.122
+after one chunk and 0.118 after five; on the covariance its first two chunks raised it (0.0594 to 0.0604,
+0.0601): 12 more Adam epochs on the same labels had left that regression lower on them (0.056). The
 regressions' history (manifest ``training.warm_start``: parent sha256 and schedule, nested): from scratch
 5 epochs at batch 512 / lr 2e-3, then 12 at 1024 / 1e-3, then 16 at 1024 / 5e-4 on the same 1M labels
 (round 0), then 20 at 3e-4 on 4M fresh ones (round 1), then 20 at 2e-4 on the same 4M (one-cycle each),
@@ -116,7 +128,8 @@ against 0.521 (0.522 against 0.535 with the resolution, as served); log_cov_44's
 against 0.051, but corr_13's 0.0508 against 0.0494, in a bin whose reference halves alone differ by 0.038."""
 QUICK_RESOLUTION = DistillConfig(
     width=32, n_residual=2, n_train=6_000, n_val=2_000, epochs=1, n_knots=51, spread_width=16,
-    spread_residual=1, spread_rows=6_000, spread_steps=50,
+    spread_residual=1, spread_rows=6_000, spread_steps=50, lbfgs_chunks=1, lbfgs_rows=3_000,
+    lbfgs_iterations=5,
 )  # fmt: skip
 QUICK_COVARIANCE = QUICK_RESOLUTION
 
@@ -204,6 +217,20 @@ def train_step(
         )
     else:
         history = FitHistory()
+    refined = FitHistory()
+    if config.lbfgs_chunks:
+        refined = refine_lbfgs(
+            module.stages.regression,
+            module.core_conditions(C),
+            Z,
+            module.gaussianise_outputs(Y),
+            val=(module.core_conditions(vC), vZ, module.gaussianise_outputs(vY)),
+            chunks=config.lbfgs_chunks,
+            rows=config.lbfgs_rows,
+            iterations=config.lbfgs_iterations,
+            seed=seed,
+            desc=f"{step} L-BFGS",
+        )
     n_spread = min(config.spread_rows, len(C))
     spread_start = time.perf_counter()
     spread = fit_spread(
@@ -249,6 +276,11 @@ def train_step(
             "train_loss": [round(v, 5) for v in history.train],
             "val_loss": [round(v, 5) for v in history.val],
             "fit_seconds": round(history.seconds, 1),
+            "lbfgs": {
+                "unseen_chunk_loss": [round(v, 5) for v in refined.train],
+                "val_loss": [round(v, 5) for v in refined.val],
+                "fit_seconds": round(refined.seconds, 1),
+            },
             "spread": {
                 "rows": n_spread,
                 "steps_per_stage": config.spread_steps,
