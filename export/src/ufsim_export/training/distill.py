@@ -207,35 +207,23 @@ def train_step(
     torch.manual_seed(seed)
     parent = warm_start_parent(parent_dir or out_dir, step, config)
     module = _student(parent, config, C, Y, continuous)
-    if config.epochs:
-        history = fit_deterministic(
-            module.stages.regression,
-            module.core_conditions(C),
-            Z,
-            module.gaussianise_outputs(Y),
-            val=(module.core_conditions(vC), vZ, module.gaussianise_outputs(vY)),
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            seed=seed,
-            desc=step,
-        )
-    else:
-        history = FitHistory()
-    refined = FitHistory()
-    if config.lbfgs_chunks:
-        refined = refine_lbfgs(
-            module.stages.regression,
-            module.core_conditions(C),
-            Z,
-            module.gaussianise_outputs(Y),
-            val=(module.core_conditions(vC), vZ, module.gaussianise_outputs(vY)),
-            chunks=config.lbfgs_chunks,
-            rows=config.lbfgs_rows,
-            iterations=config.lbfgs_iterations,
-            seed=seed,
-            desc=f"{step} L-BFGS",
-        )
+    history, refined = FitHistory(), FitHistory()
+    if config.epochs or config.lbfgs_chunks:
+        # the regression's spaces: quantile-transformed conditions, Gaussianised outputs
+        x, targets = module.core_conditions(C), module.gaussianise_outputs(Y)
+        val = (module.core_conditions(vC), vZ, module.gaussianise_outputs(vY))
+        regression = module.stages.regression
+        if config.epochs:
+            history = fit_deterministic(
+                regression, x, Z, targets, val=val, epochs=config.epochs, batch_size=config.batch_size,
+                lr=config.lr, seed=seed, desc=step,
+            )  # fmt: skip
+        if config.lbfgs_chunks:
+            refined = refine_lbfgs(
+                regression, x, Z, targets, val=val, chunks=config.lbfgs_chunks, rows=config.lbfgs_rows,
+                iterations=config.lbfgs_iterations, seed=seed, desc=f"{step} L-BFGS",
+            )  # fmt: skip
+        del x, targets
     n_spread = min(config.spread_rows, len(C))
     spread_start = time.perf_counter()
     spread = fit_spread(
