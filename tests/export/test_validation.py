@@ -101,6 +101,12 @@ def test_report_from_quick_models(shared_data: Path, tmp_path: Path) -> None:
     # quick models are far from the targets: the report must say so with numbers
     assert "MISS" in text
     assert "recomputed" in text
+    # beside each scored worst bin, the same with another noise draw: a different, finite number
+    row = r"^\| (\w+) \| [0-9.]+ \| [0-9.]+ \| \S+ \| ([0-9.]+) \| .*\| ([0-9.]+)–([0-9.]+) \|"
+    rows = re.findall(row, text, re.M)
+    assert len(rows) >= 24
+    assert all(float(lo) <= float(hi) for _, _, lo, hi in rows)
+    assert any(float(lo) != float(worst) for _, worst, lo, _ in rows)
     floors = re.findall(r"PyTorch float32 vs float64 on the same rows: ([0-9.e+-]+)", text)
     assert len(floors) == 2 and all(0 < float(f) < 1e-3 for f in floors)
 
