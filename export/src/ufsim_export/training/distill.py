@@ -110,8 +110,9 @@ FULL_RESOLUTION = DistillConfig(
     lr=2e-4,
     warm_start=True,
     label_round=1,
+    spread_steps=40_000,
 )
-FULL_COVARIANCE = replace(FULL_RESOLUTION, n_residual=8, spread_steps=40_000)
+FULL_COVARIANCE = replace(FULL_RESOLUTION, n_residual=8)
 """Both keep the committed regression and fit the spread chain on its residuals (``epochs=0``). The
 regressions' history (manifest ``training.warm_start``: parent sha256 and schedule, nested): from scratch
 5 epochs at batch 512 / lr 2e-3, then 12 at 1024 / 1e-3, then 16 at 1024 / 5e-4 on the same 1M labels
