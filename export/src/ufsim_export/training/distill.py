@@ -110,9 +110,8 @@ FULL_RESOLUTION = DistillConfig(
     lr=2e-4,
     warm_start=True,
     label_round=1,
-    spread_steps=40_000,
 )
-FULL_COVARIANCE = replace(FULL_RESOLUTION, n_residual=8)
+FULL_COVARIANCE = replace(FULL_RESOLUTION, n_residual=8, spread_steps=40_000)
 """Both keep the committed regression and fit the spread chain on its residuals (``epochs=0``). The
 regressions' history (manifest ``training.warm_start``: parent sha256 and schedule, nested): from scratch
 5 epochs at batch 512 / lr 2e-3, then 12 at 1024 / 1e-3, then 16 at 1024 / 5e-4 on the same 1M labels
@@ -129,9 +128,14 @@ dp bin's W1/σ to 0.104 in `make validate` (0.031 before; 0.03-0.13 over other n
 0.02-0.05), and 3 of the report's bin checks missed that had passed (119 of 161). On the
 covariance its first two chunks raised the validation loss (0.0594 to 0.0604, 0.0601): 12 more Adam
 epochs on the same labels had left it lower on them (0.056).
-The covariance's 15 spread stages fit 40,000 steps each. Against 24,000 in `make validate`: AUC 0.512
-against 0.521 (0.522 against 0.535 with the resolution, as served); log_cov_44's worst (p, η) bin 0.043
-against 0.051, but corr_13's 0.0508 against 0.0494, in a bin whose reference halves alone differ by 0.038."""
+The resolution's spread stages at 40,000 steps (commit 5e18f22, measured once, not adopted): nDoF_f's and
+chi2PerDoF's worst bins came down over 3 other noise draws (0.045-0.053, 0.034-0.052; 0.053-0.060,
+0.048-0.055 at 24,000), but dx, dy and ghostProb missed a bin at the scored draw (0.050, 0.056, 0.056),
+dp's worst bin reached 0.17 at another draw (TeV dp drawn below 3.2 GeV, as with the L-BFGS regression)
+and dp's W1/σ_robust 8.8 (5.2): 119 of 161 checks. The covariance's 15 spread stages fit 40,000 steps
+each. Against 24,000 in `make validate`: AUC 0.512 against 0.521 (0.522 against 0.535 with the
+resolution, as served); log_cov_44's worst (p, η) bin 0.043 against 0.051, but corr_13's 0.0508 against
+0.0494, in a bin whose reference halves alone differ by 0.038."""
 QUICK_RESOLUTION = DistillConfig(
     width=32, n_residual=2, n_train=6_000, n_val=2_000, epochs=1, n_knots=51, spread_width=16,
     spread_residual=1, spread_rows=6_000, spread_steps=50, lbfgs_chunks=1, lbfgs_rows=3_000,
