@@ -417,6 +417,12 @@ class FitHistory:
     seconds: float = 0.0
 
 
+def output_scale(core: nn.Module, n_outputs: int) -> torch.Tensor:
+    """The core's output standardisation (``out_scale``), or ones where it has none."""
+    scale: torch.Tensor = getattr(core, "out_scale", torch.ones(n_outputs))
+    return scale
+
+
 def fit_deterministic(
     core: nn.Module,
     conditions: NDArray[Any],
@@ -444,7 +450,7 @@ def fit_deterministic(
     z = torch.as_tensor(noise, dtype=torch.float32)
     y = torch.as_tensor(targets, dtype=torch.float32)
     mean = getattr(core, "out_mean", torch.zeros(y.shape[1]))
-    scale = getattr(core, "out_scale", torch.ones(y.shape[1]))
+    scale = output_scale(core, y.shape[1])
     criterion = nn.MSELoss() if loss == "mse" else nn.SmoothL1Loss(beta=0.1)
     n = len(x)
     steps_per_epoch = max(1, n // batch_size)
@@ -472,7 +478,6 @@ def fit_deterministic(
         history.train.append(running / steps_per_epoch)
         if val is not None:
             history.val.append(standardised_mse(core, *val))
-            core.train()
         shown = f"{history.val[-1]:.4f}" if history.val else "-"
         bar.set_postfix(train=f"{history.train[-1]:.4f}", val=shown)
     core.eval()
@@ -484,7 +489,7 @@ def standardised_mse(
     core: nn.Module, conditions: NDArray[Any], noise: NDArray[Any], targets: NDArray[Any]
 ) -> float:
     """Mean squared error of ``core`` in its standardised output space (each output weighs the same)."""
-    scale = getattr(core, "out_scale", torch.ones(targets.shape[1]))
+    scale = output_scale(core, targets.shape[1])
     x, z, y = (torch.as_tensor(a, dtype=torch.float32) for a in (conditions, noise, targets))
     core.eval()
     total = 0.0
@@ -535,7 +540,7 @@ def refine_lbfgs(
     before any step; ``history.train`` is each chunk's loss before its steps (on rows not yet refined on
     while the chunks have not wrapped around the sample).
     """
-    scale = getattr(core, "out_scale", torch.ones(targets.shape[1]))
+    scale = output_scale(core, targets.shape[1])
     order = np.random.default_rng(seed).permutation(len(conditions))
     history = FitHistory(val=[standardised_mse(core, *val)])
     best = (history.val[0], copy.deepcopy(core.state_dict()))

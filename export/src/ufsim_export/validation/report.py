@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from ..convert.verify import verify_classifier
 from ..metrics import (
     MIN_BIN_ROWS,
+    BinnedW1,
     binned_mean,
     binned_mean_2d,
     binned_w1_over_sigma,
@@ -437,24 +438,23 @@ def generator_section(
         "|---|---|---|---|---|---|---|---|---|",
     ]
     binned = {}
+
+    def by_bin(j: int, sample: NDArray[Any]) -> BinnedW1:
+        return binned_w1_over_sigma(
+            reference[:, j], sample[:, j], log10p, eta, LOG10P_EDGES, ETA_EDGES, min_rows=min_bin_rows
+        )
+
     for j, name in enumerate(out_names):
         w = w1_over_sigma(reference[:, j], model[:, j])
         floor = w1_over_sigma(reference[a, j], reference[b, j], sigma=np.std(reference[:, j]))
-        wb = binned_w1_over_sigma(
-            reference[:, j], model[:, j], log10p, eta, LOG10P_EDGES, ETA_EDGES, min_rows=min_bin_rows
-        )
+        wb = by_bin(j, model)
         sigma_r = robust_sigma(reference[:, j])
         w_rob = w1_over_sigma(reference[:, j], model[:, j], sigma=sigma_r) if sigma_r > 0 else float("nan")
         worst_at = np.nanargmax(wb.values) if np.isfinite(wb.values).any() else None
         floor_worst = (
             _bin_floor(reference[:, j], log10p, eta, worst_at, rng) if worst_at is not None else float("nan")
         )
-        redrawn = [
-            binned_w1_over_sigma(
-                reference[:, j], r[:, j], log10p, eta, LOG10P_EDGES, ETA_EDGES, min_rows=min_bin_rows
-            ).worst
-            for r in redraws
-        ]
+        redrawn = [by_bin(j, r).worst for r in redraws]
         binned[name] = wb.values
         ok, ok_bins = w <= W1_TARGET, bool(np.isfinite(wb.worst)) and wb.worst <= W1_TARGET
         sec.checks += 2
