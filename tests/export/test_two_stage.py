@@ -15,6 +15,7 @@ from ufsim_export.training.two_stage import (
     LIBRARY_NOISE,
     TwoStageGenerator,
     fit_spread,
+    phase_space_weights,
     predict_regression,
     two_stage_noise_dim,
 )
@@ -81,6 +82,22 @@ def test_lbfgs_refinement_goes_below_the_adam_plateau_and_keeps_its_best_state()
     assert len(history.train) == 3 and len(history.val) == 4
     assert min(history.val) < 0.8 * adam
     assert standardised_mse(regression, *val) == pytest.approx(min(history.val))
+
+
+def test_phase_space_weights_lift_sparse_corners_with_mean_one_and_a_cap() -> None:
+    rng = np.random.default_rng(0)
+    # a dense core and a sparse corner (2 % of tracks at high eta and low p)
+    log10p = np.concatenate([rng.uniform(4.0, 5.0, 49_000), rng.uniform(3.0, 3.3, 1_000)])
+    eta = np.concatenate([rng.uniform(2.0, 4.0, 49_000), rng.uniform(4.6, 5.0, 1_000)])
+    sparse = slice(49_000, None)
+    flat = phase_space_weights(log10p, eta, exponent=0.0)
+    assert np.allclose(flat, 1.0)
+    half = phase_space_weights(log10p, eta, exponent=0.5)
+    assert half.mean() == pytest.approx(1.0)
+    assert half[sparse].mean() > 1.5 * half[:49_000].mean()  # densities differ 3x: sqrt(3) = 1.7
+    capped = phase_space_weights(log10p, eta, exponent=1.0, cap=3.0)
+    assert capped.max() <= 3.0 + 1e-9 and capped.mean() == pytest.approx(1.0)
+    assert capped[sparse].sum() > half[sparse].sum()
 
 
 def test_two_stage_generator_names_the_noise_width_it_takes() -> None:

@@ -35,13 +35,14 @@ from .common import (
     sha256_file,
     sha256_files,
 )
-from .library import DEFAULT_CACHE, LabelledSet, labelled_set, library_path
+from .library import DEFAULT_CACHE, LabelledSet, labelled_set, library_path, log10p_eta
 from .saved import load_quantile_generator
 from .two_stage import (
     LIBRARY_NOISE,
     SPREAD_NOISE,
     TwoStageGenerator,
     fit_spread,
+    phase_space_weights,
     regression_outputs,
     two_stage_noise_dim,
 )
@@ -87,6 +88,9 @@ class DistillConfig:
     """Training tracks the spread chain is fitted on (the first ones of the round's labels)."""
     spread_steps: int = 24_000
     """Energy-score steps per spread stage (batch 512)."""
+    spread_balance: float = 0.0
+    """Exponent of the spread chain's (p, η) balancing weights (:func:`~.two_stage.phase_space_weights`);
+    0 for unit weights."""
     warm_start: bool = False
     """Continue from the committed ``<step>.pt`` (transforms and regression) instead of a fresh student."""
     label_round: int = 0
@@ -110,6 +114,8 @@ FULL_RESOLUTION = DistillConfig(
     lr=2e-4,
     warm_start=True,
     label_round=1,
+    spread_rows=2_000_000,
+    spread_balance=0.5,
 )
 FULL_COVARIANCE = replace(FULL_RESOLUTION, n_residual=8, spread_steps=40_000)
 """Both keep the committed regression and fit the spread chain on its residuals (``epochs=0``). The
@@ -139,7 +145,7 @@ resolution, as served); log_cov_44's worst (p, η) bin 0.043 against 0.051, but 
 QUICK_RESOLUTION = DistillConfig(
     width=32, n_residual=2, n_train=6_000, n_val=2_000, epochs=1, n_knots=51, spread_width=16,
     spread_residual=1, spread_rows=6_000, spread_steps=50, lbfgs_chunks=1, lbfgs_rows=3_000,
-    lbfgs_iterations=5,
+    lbfgs_iterations=5, spread_balance=0.5,
 )  # fmt: skip
 QUICK_COVARIANCE = QUICK_RESOLUTION
 
@@ -230,10 +236,13 @@ def train_step(
             )  # fmt: skip
         del x, targets
     n_spread = min(config.spread_rows, len(C))
+    weights = None
+    if config.spread_balance:
+        weights = phase_space_weights(*log10p_eta(C[:n_spread]), exponent=config.spread_balance)
     spread_start = time.perf_counter()
     spread = fit_spread(
-        module, C[:n_spread], Z[:n_spread], Y[:n_spread], steps=config.spread_steps, seed=seed,
-        desc=f"{step} spread",
+        module, C[:n_spread], Z[:n_spread], Y[:n_spread], weights=weights, steps=config.spread_steps,
+        seed=seed, desc=f"{step} spread",
     )  # fmt: skip
     spread_seconds = time.perf_counter() - spread_start
     del Z
@@ -281,6 +290,13 @@ def train_step(
             },
             "spread": {
                 "rows": n_spread,
+                "balance": {
+                    "exponent": config.spread_balance,
+                    "effective_rows": None
+                    if weights is None
+                    else round(float(weights.sum() ** 2 / (weights**2).sum())),
+                    "max_weight": None if weights is None else round(float(weights.max()), 3),
+                },
                 "steps_per_stage": config.spread_steps,
                 "final_loss_per_stage": [round(h[-1], 5) if h else None for h in spread],
                 "fit_seconds": round(spread_seconds, 1),

@@ -154,6 +154,13 @@ def closest_to_beam(origin: NDArray[Any], tx: NDArray[Any], ty: NDArray[Any]) ->
     return np.stack([x0 + tx * (z - z0), y0 + ty * (z - z0), z], axis=1)
 
 
+def log10p_eta(conditions: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """log10(p/MeV) and η of library-order track conditions (columns 5, and 3-4: the slopes tx, ty)."""
+    tx, ty = np.asarray(conditions[:, 3], np.float64), np.asarray(conditions[:, 4], np.float64)
+    theta = np.maximum(np.arctan(np.hypot(tx, ty)), 1e-9)
+    return np.asarray(conditions[:, 5], np.float64), -np.log(np.tan(theta / 2))
+
+
 def sample_track_conditions(particles: pd.DataFrame, n: int, rng: np.random.Generator) -> NDArray[Any]:
     """``n`` reconstructed-track resolution conditions, in the library's order.
 

@@ -48,7 +48,7 @@ from ..spec import default_spec_path, load_spec
 from ..training import calibration, pid
 from ..training.common import git_commit
 from ..training.distill import parity, student_inputs
-from ..training.library import LabelledSet
+from ..training.library import LabelledSet, log10p_eta
 from ..training.tracking import EFFICIENCY_LABELS, Columns, load_particles
 from . import tracking_library
 from .tracking_library import (
@@ -173,12 +173,6 @@ def _fmt(x: float, digits: int = 4) -> str:
 
 def _mark(ok: bool) -> str:
     return "ok" if ok else "**MISS**"
-
-
-def _eta_from_slopes(tx: NDArray[Any], ty: NDArray[Any]) -> NDArray[Any]:
-    theta = np.arctan(np.hypot(tx, ty))
-    eta: NDArray[Any] = -np.log(np.tan(np.maximum(theta, 1e-9) / 2))
-    return eta
 
 
 # ------------------------------------------------------------------------------------------- plotting
@@ -543,8 +537,7 @@ def tracking_sections(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick:
     cols = Columns.from_spec()
     tracks = held_out_tracks(data_dir, QUICK_ROWS if quick else FULL_ROWS)
     cond = tracks.conditions.astype(np.float64)
-    log10p = cond[:, 5]
-    eta = _eta_from_slopes(cond[:, 3], cond[:, 4])
+    log10p, eta = log10p_eta(cond)
     min_bin = _scored_bin_rows(quick)
     note = (
         f"Reference: the library on {len(tracks):,} held-out tracks (validation-split particles, library "
