@@ -9,13 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from ufsim_export.training.common import fit_deterministic, refine_lbfgs, standardised_mse
+from ufsim_export.training.common import (
+    fit_deterministic,
+    phase_space_weights,
+    refine_lbfgs,
+    standardised_mse,
+)
 from ufsim_export.training.saved import load_quantile_generator
 from ufsim_export.training.two_stage import (
     LIBRARY_NOISE,
     TwoStageGenerator,
     fit_spread,
-    phase_space_weights,
     predict_regression,
     two_stage_noise_dim,
 )

@@ -273,6 +273,26 @@ class MonotonePiecewiseLinear(nn.Module):
         return torch.cat([y, x[:, self.others]], dim=1)[:, self.order]
 
 
+def phase_space_weights(
+    log10p: NDArray[Any], eta: NDArray[Any], *, exponent: float, bins: int = 24, cap: float = 10.0
+) -> NDArray[Any]:
+    """Per-track weights (ρ̄ / ρ)^exponent, mean 1, from the tracks' density ρ in a (log10 p, η) histogram.
+
+    The spread chain's loss is an average over tracks, so sparse corners of (p, η) (high η at low p) get
+    little of its capacity; ``exponent`` 0 gives unit weights, 1 a flat (p, η) distribution. Each
+    weight is capped at ``cap`` times the mean, so a few tracks cannot dominate a batch.
+    """
+    log10p, eta = np.asarray(log10p, np.float64), np.asarray(eta, np.float64)
+    counts, p_edges, eta_edges = np.histogram2d(log10p, eta, bins=bins)
+    ip = np.clip(np.digitize(log10p, p_edges[1:-1]), 0, bins - 1)
+    ie = np.clip(np.digitize(eta, eta_edges[1:-1]), 0, bins - 1)
+    density = counts[ip, ie]
+    weights = (density.mean() / density) ** exponent
+    for _ in range(20):  # cap, renormalise, until the cap holds after normalisation
+        weights = np.minimum(weights / weights.mean(), cap)
+    return np.asarray(weights / weights.mean())
+
+
 def quantile_knots(
     values: NDArray[Any], *, n_knots: int = 201, u_max: float = 5.0
 ) -> tuple[NDArray[Any], NDArray[Any]]:

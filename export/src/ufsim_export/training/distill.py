@@ -29,6 +29,7 @@ from .common import (
     fit_deterministic,
     git_commit,
     library_versions,
+    phase_space_weights,
     refine_lbfgs,
     save_generator,
     seed_everything,
@@ -42,7 +43,6 @@ from .two_stage import (
     SPREAD_NOISE,
     TwoStageGenerator,
     fit_spread,
-    phase_space_weights,
     regression_outputs,
     two_stage_noise_dim,
 )
@@ -89,7 +89,7 @@ class DistillConfig:
     spread_steps: int = 24_000
     """Energy-score steps per spread stage (batch 512)."""
     spread_balance: float = 0.0
-    """Exponent of the spread chain's (p, η) balancing weights (:func:`~.two_stage.phase_space_weights`);
+    """Exponent of the spread chain's (p, η) balancing weights (:func:`~.common.phase_space_weights`);
     0 for unit weights."""
     warm_start: bool = False
     """Continue from the committed ``<step>.pt`` (transforms and regression) instead of a fresh student."""

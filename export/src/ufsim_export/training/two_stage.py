@@ -160,26 +160,6 @@ def regression_outputs(
         return np.asarray(module.out_transform(gaussian).numpy())
 
 
-def phase_space_weights(
-    log10p: NDArray[Any], eta: NDArray[Any], *, exponent: float, bins: int = 24, cap: float = 10.0
-) -> NDArray[Any]:
-    """Per-track weights (ρ̄ / ρ)^exponent, mean 1, from the tracks' density ρ in a (log10 p, η) histogram.
-
-    The spread chain's loss is an average over tracks, so sparse corners of (p, η) (high η at low p) get
-    little of its capacity; ``exponent`` 0 gives unit weights, 1 a flat (p, η) distribution. Each
-    weight is capped at ``cap`` times the mean, so a few tracks cannot dominate a batch.
-    """
-    log10p, eta = np.asarray(log10p, np.float64), np.asarray(eta, np.float64)
-    counts, p_edges, eta_edges = np.histogram2d(log10p, eta, bins=bins)
-    ip = np.clip(np.digitize(log10p, p_edges[1:-1]), 0, bins - 1)
-    ie = np.clip(np.digitize(eta, eta_edges[1:-1]), 0, bins - 1)
-    density = counts[ip, ie]
-    weights = (density.mean() / density) ** exponent
-    for _ in range(20):  # cap, renormalise, until the cap holds after normalisation
-        weights = np.minimum(weights / weights.mean(), cap)
-    return np.asarray(weights / weights.mean())
-
-
 def fit_spread(
     module: TwoStageGenerator,
     conditions: NDArray[Any],
@@ -196,8 +176,8 @@ def fit_spread(
     """Fit the spread chain on the residuals of the (fitted) regression; the losses per stage per 100 steps.
 
     ``conditions`` and ``outputs`` in physical units, ``noise`` the library's 128 columns the labels were
-    made with, ``weights`` per track (:func:`phase_space_weights`) or None. Stage j is fitted on the true
-    earlier residuals (teacher forcing), seed ``seed + j``.
+    made with, ``weights`` per track (:func:`~.common.phase_space_weights`) or None. Stage j is fitted on
+    the true earlier residuals (teacher forcing), seed ``seed + j``.
     """
     x = module.core_conditions(conditions)
     predicted = predict_regression(module, conditions, noise)
