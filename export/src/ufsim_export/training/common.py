@@ -284,9 +284,7 @@ def phase_space_weights(
     """
     log10p, eta = np.asarray(log10p, np.float64), np.asarray(eta, np.float64)
     counts, p_edges, eta_edges = np.histogram2d(log10p, eta, bins=bins)
-    ip = np.clip(np.digitize(log10p, p_edges[1:-1]), 0, bins - 1)
-    ie = np.clip(np.digitize(eta, eta_edges[1:-1]), 0, bins - 1)
-    density = counts[ip, ie]
+    density = counts[np.digitize(log10p, p_edges[1:-1]), np.digitize(eta, eta_edges[1:-1])]
     weights = (density.mean() / density) ** exponent
     for _ in range(20):  # cap, renormalise, until the cap holds after normalisation
         weights = np.minimum(weights / weights.mean(), cap)

@@ -245,8 +245,11 @@ def train_step(
         del x, targets
     n_spread = min(config.spread_rows, len(C))
     weights = None
+    balance: dict[str, Any] = {"exponent": config.spread_balance, "effective_rows": None, "max_weight": None}
     if config.spread_balance:
         weights = phase_space_weights(*log10p_eta(C[:n_spread]), exponent=config.spread_balance)
+        balance |= {"effective_rows": round(float(weights.sum() ** 2 / (weights**2).sum())),
+                    "max_weight": round(float(weights.max()), 3)}  # fmt: skip
     spread_start = time.perf_counter()
     spread = fit_spread(
         module, C[:n_spread], Z[:n_spread], Y[:n_spread], weights=weights, steps=config.spread_steps,
@@ -298,13 +301,7 @@ def train_step(
             },
             "spread": {
                 "rows": n_spread,
-                "balance": {
-                    "exponent": config.spread_balance,
-                    "effective_rows": None
-                    if weights is None
-                    else round(float(weights.sum() ** 2 / (weights**2).sum())),
-                    "max_weight": None if weights is None else round(float(weights.max()), 3),
-                },
+                "balance": balance,
                 "steps_per_stage": config.spread_steps,
                 "final_loss_per_stage": [round(h[-1], 5) if h else None for h in spread],
                 "fit_seconds": round(spread_seconds, 1),

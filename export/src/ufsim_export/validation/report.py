@@ -128,7 +128,8 @@ the worst bins' floors were still up to 0.027, so a perfect model would score up
 sample alone, and MuonMuLL's worst bin read 0.040-0.055 over four noise draws where 3,000,000 rows read
 0.028-0.032. At 3,000,000 one more RICH bin (below 3.2 GeV, 3.5 < η < 4.5) reaches 5,000 rows."""
 IS_MUON_ROWS = 1_000_000
-"""Fresh tracks of each species isMuon is scored on: binomial σ ≤ 0.008 where the efficiency is steep."""
+"""Fresh tracks of each species isMuon is scored on (at most; the quick report's fewer): binomial σ ≤ 0.008
+where the efficiency is steep."""
 
 
 @dataclass
@@ -684,7 +685,7 @@ def pid_sections(models_dir: Path, fig_dir: Path, *, quick: bool) -> list[Sectio
     log10p, eta = features[:, 0], features[:, 1]
     sections: list[Section] = []
     if "is_muon" in present:
-        sections.append(_is_muon_section(models_dir, fig_dir, 30_000 if quick else IS_MUON_ROWS))
+        sections.append(_is_muon_section(models_dir, fig_dir, min(n, IS_MUON_ROWS)))
     note = f"Reference: `calibration.generate({n}, seed=987654)` (a sample no model was trained on). "
     min_bin = _scored_bin_rows(quick)
     if "rich" in present:

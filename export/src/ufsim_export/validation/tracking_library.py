@@ -39,9 +39,10 @@ FULL_ROWS = 1_000_000
 """Held-out tracks the report scores (labelled once, about 5 min on 2 cores, then cached). At 200,000 the
 worst (p, η) bins' sampling floors (two halves of the reference) were 0.02-0.04, so a perfect model would
 have scored 0.015-0.03 there and several bin checks passed or missed by the draw. At 1,000,000, over three
-draws, the 13 bins scored before measured at most 0.045 but for nDoF_f (0.056-0.063 at 10-32 GeV, η > 4.5),
-and three more bins reach the 5,000 tracks the target counts (η > 4.5 below 10 GeV, η < 2.5 at 10-32
-GeV): the resolution's dx, dy and ghostProb and several covariance outputs reach 0.055-0.076 there."""
+draws of the spread chains of the time (unweighted; commit 839af87), the 13 bins scored before measured at
+most 0.045 but for nDoF_f (0.056-0.063 at 10-32 GeV, η > 4.5), and three more bins reach the 5,000 tracks
+the target counts (η > 4.5 below 10 GeV, η < 2.5 at 10-32 GeV): the resolution's dx, dy and ghostProb and
+several covariance outputs reached 0.055-0.076 there."""
 QUICK_ROWS = 6_000
 MIN_BIN_TRACKS = 5_000
 """(p, η) bins with fewer reference rows are not scored for W1/σ (tracking and PID alike): the fidelity
