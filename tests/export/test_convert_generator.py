@@ -142,3 +142,19 @@ def test_mismatched_rows_are_refused(inputs: tuple[np.ndarray, np.ndarray]) -> N
     conditions, noise = inputs
     with pytest.raises(ValueError, match="noise rows"):
         verify_generator(module, onnx_model, conditions, noise[:-1])
+
+
+def test_tail_sigmas_bounds_the_error_by_the_column_spread_far_out(
+    inputs: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """An offset of 3e-5 σ fails the plain check (1e-5 of σ) and passes the tail-aware one (1e-4 σ)."""
+    module = ResidualTanh(N_CONDITIONS, NOISE_DIM).eval()
+    onnx_model = generator_to_onnx(module, N_CONDITIONS, NOISE_DIM)
+    with torch.no_grad():
+        sigma = module(*(torch.from_numpy(x) for x in inputs)).numpy()[:, 0].std()
+        module.mean[0] += 3e-5 * float(sigma)
+    with pytest.raises(VerificationError):
+        verify_generator(module, onnx_model, *inputs, batch_sizes=(1000,))
+    report = verify_generator(module, onnx_model, *inputs, tail_sigmas=10, batch_sizes=(1000,))
+    assert 2e-6 < report.worst < 1e-5
+    assert "10 column spread" in report.kind

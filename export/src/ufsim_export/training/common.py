@@ -598,8 +598,9 @@ def save_generator(
     manifest: dict[str, Any],
     seed: int = 0,
     rtol: float = 1e-5,
+    tail_sigmas: float = 1.0,
 ) -> tuple[Path, VerificationReport]:
-    """Convert with ``generator_to_onnx``, verify to ``rtol``, and write the step's artifacts.
+    """Convert with ``generator_to_onnx``, verify to ``rtol`` (of ``max(|y|, tail_sigmas σ)``), and write.
 
     Verified on ``conditions`` (>= 10k rows) with fresh N(0, 1) noise; writes ``<step>.onnx``,
     ``<step>.pt`` (state_dict, when < 5 MB) and ``<step>.json``.
@@ -609,7 +610,9 @@ def save_generator(
     n_conditions = conditions.shape[1]
     onnx_model = generator_to_onnx(module, n_conditions, noise_dim)
     noise = np.random.default_rng(seed + 7).standard_normal((len(conditions), noise_dim)).astype(np.float32)
-    report = verify_generator(module, onnx_model, conditions, noise, name=step, rtol=rtol)
+    report = verify_generator(
+        module, onnx_model, conditions, noise, name=step, rtol=rtol, tail_sigmas=tail_sigmas
+    )
     onnx.save(onnx_model, out_dir / f"{step}.onnx")
     buffer = _torch_bytes(module)
     original = _save_original(out_dir / f"{step}.pt", buffer)

@@ -70,6 +70,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import log_loss, roc_auc_score
 from torch import nn
 
+from ..convert.verify import TAIL_SIGMAS
 from ..metrics import c2st_auc, w1_over_sigma
 from . import calibration
 from .calibration import GLOBAL_COLUMNS, MASS_MEV, MUON_COLUMNS, PID_FEATURES, RICH_COLUMNS, SPECIES
@@ -78,6 +79,7 @@ from .common import (
     QuantileResidualGenerator,
     git_commit,
     library_versions,
+    phase_space_weights,
     save_gbdt,
     save_generator,
     seed_everything,
@@ -85,7 +87,7 @@ from .common import (
 
 STEPS = ("is_muon", "rich", "muon", "global_pid")
 STAGE_SIZES = {
-    "rich": {"width": 64, "n_residual": 3, "steps": 96_000},
+    "rich": {"width": 64, "n_residual": 3, "steps": 96_000, "gen": 1_000_000},
     "muon": {"width": 64, "n_residual": 3, "steps": 24_000},
     "global_pid": {"width": 64, "n_residual": 3, "steps": 24_000},
 }
@@ -106,6 +108,10 @@ a kink in p the chains smoothed; with the radiators' yield fractions as inputs (
 to 0.043-0.058, and what is left is mostly DLLe and DLLmu at 10-32 GeV and η < 2.5 (0.05-0.07), near
 RICH1's acceptance edge. Hard η-acceptance steps as inputs did not help there (5 pairs at 24,000 steps);
 192,000 steps (70 min on one core) leave 3, 1 and 2 pairs, AUC 0.513 / 0.515 / 0.515: marginal."""
+BALANCE = {"rich": 0.5}
+"""Exponent of a generator's (p, η) balancing weights (:func:`~.common.phase_space_weights`, times the
+sWeights): RICH's worst bins are at η < 2.5, RICH1's acceptance edge, where 2.6 % of the calibration
+tracks are, so its chain also fits 1M calibration tracks instead of 300,000."""
 NOISE_DIM = 64
 CONTINUOUS_PID = (0, 1, 2)
 """Quantile-transformed condition columns of pid_features: log10 p, η, n_tracks (charge and one-hot
@@ -401,11 +407,14 @@ def train_generator_step(step: str, out_dir: Path, *, seed: int, quick: bool) ->
         module = MaskedGlobalPID(inner)
         cond = global_conditions(frame)
     targets = global_targets(frame) if step == "global_pid" else frame[outputs].to_numpy(np.float64)
+    weights = frame["sweight"].to_numpy(np.float64)
+    if BALANCE.get(step):
+        log10p, eta = frame["mc_log10_p"].to_numpy(), frame["mc_eta"].to_numpy()
+        weights = weights * phase_space_weights(log10p, eta, exponent=BALANCE[step])
     start = time.perf_counter()
     histories = fit_chained(
-        inner, cond, targets, frame["sweight"].to_numpy(), steps=size["steps"], batch_size=size["batch"],
-        seed=seed, desc=step,
-    )  # fmt: skip
+        inner, cond, targets, weights, steps=size["steps"], batch_size=size["batch"], seed=seed, desc=step
+    )
     seconds = time.perf_counter() - start
     if step == "global_pid":
         val_frame = val_all.copy()
@@ -424,6 +433,7 @@ def train_generator_step(step: str, out_dir: Path, *, seed: int, quick: bool) ->
             "name": "weighted energy score (m=2), one-dimensional per chain stage",
             "steps_per_stage": size["steps"],
             "batch_size": size["batch"],
+            "phase_space_balance": BALANCE.get(step, 0.0),
             "history_per_100_steps": [[round(v, 5) for v in history] for history in histories],
         },  # fmt: skip
         "validation": metrics,
@@ -432,8 +442,9 @@ def train_generator_step(step: str, out_dir: Path, *, seed: int, quick: bool) ->
     if len(verify_rows) < VERIFY_ROWS:
         verify_rows = np.resize(verify_rows, (VERIFY_ROWS, len(inputs)))
     path, _ = save_generator(
-        module, out_dir, step, conditions=verify_rows, noise_dim=NOISE_DIM, manifest=manifest, seed=seed
-    )
+        module, out_dir, step, conditions=verify_rows, noise_dim=NOISE_DIM, manifest=manifest, seed=seed,
+        tail_sigmas=TAIL_SIGMAS,
+    )  # fmt: skip
     return path
 
 

@@ -27,6 +27,7 @@ import onnxruntime as ort
 import torch
 from numpy.typing import NDArray
 
+from ..convert.verify import TAIL_SIGMAS
 from ..training.distill import student_inputs
 from ..training.library import LabelledSet, labelled_set
 from ..training.saved import load_quantile_generator
@@ -50,8 +51,6 @@ target's own threshold. Below it the W1/σ of two halves of the reference alone 
 PARITY_MEDIAN_TARGET = 0.05
 PARITY_P99_TARGET = 0.3
 FIDELITY_RTOL = 1e-5
-FIDELITY_TAIL_SIGMAS = 10.0
-"""Fidelity scale max(|y|, 10 σ): 1e-5 of it is 1e-5 relative, or 1e-4 σ where |y| is small."""
 MODEL_NOISE_SEED = 2024
 
 
@@ -95,7 +94,7 @@ def tail_aware_error(expected: NDArray[Any], got: NDArray[Any]) -> float:
     """max |got - expected| / max(|expected|, 10 σ_column): <= 1e-5 means 1e-5 relative, or 1e-4 σ."""
     expected = np.asarray(expected, np.float64)
     sigma = np.maximum(expected.std(axis=0), 1e-30)
-    scale = np.maximum(np.abs(expected), FIDELITY_TAIL_SIGMAS * sigma)
+    scale = np.maximum(np.abs(expected), TAIL_SIGMAS * sigma)
     return float((np.abs(np.asarray(got, np.float64) - expected) / scale).max())
 
 
