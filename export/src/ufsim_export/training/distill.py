@@ -115,9 +115,9 @@ FULL_RESOLUTION = DistillConfig(
     warm_start=True,
     label_round=1,
     spread_rows=2_000_000,
-    spread_balance=0.5,
+    spread_balance=0.75,
 )
-FULL_COVARIANCE = replace(FULL_RESOLUTION, n_residual=8, spread_steps=40_000, spread_balance=0.75)
+FULL_COVARIANCE = replace(FULL_RESOLUTION, n_residual=8, spread_steps=40_000)
 """Both keep the committed regression and fit the spread chain on its residuals (``epochs=0``), on all 2M
 tracks of the round with (p, η)-balancing weights (``spread_balance``; 1.31M effective rows, the sparsest
 tracks weighted 10x). Against the unweighted chains on 1M tracks, over 3 noise draws on the report's 1M
