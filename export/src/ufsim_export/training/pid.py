@@ -108,7 +108,7 @@ a kink in p the chains smoothed; with the radiators' yield fractions as inputs (
 to 0.043-0.058, and what is left is mostly DLLe and DLLmu at 10-32 GeV and η < 2.5 (0.05-0.07), near
 RICH1's acceptance edge. Hard η-acceptance steps as inputs did not help there (5 pairs at 24,000 steps);
 192,000 steps (70 min on one core) leave 3, 1 and 2 pairs, AUC 0.513 / 0.515 / 0.515: marginal."""
-BALANCE = {"rich": 0.5}
+BALANCE = {"rich": 0.25}
 """Exponent of a generator's (p, η) balancing weights (:func:`~.common.phase_space_weights`, times the
 sWeights): RICH's worst bins are at η < 2.5, RICH1's acceptance edge, where 2.6 % of the calibration
 tracks are, so its chain also fits 1M calibration tracks instead of 300,000."""
