@@ -229,6 +229,27 @@ def test_train_command_trains_only_the_named_pid_steps(tmp_path: Path) -> None:
     assert len(manifest["loss"]["history_per_100_steps"]) == 4
 
 
+def test_balanced_fit_weights_the_sweights_by_phase_space(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a BALANCE entry the chain fits sWeight x (p, η) weight (not the sWeights alone), as recorded."""
+    seen: list[np.ndarray] = []
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(np.asarray(args[3]))
+        return fit_chained(*args, **kwargs)
+
+    monkeypatch.setattr(pid, "BALANCE", {"rich": 0.5})
+    monkeypatch.setattr(pid, "fit_chained", spy)
+    pid.train(tmp_path, seed=1, quick=True, steps=("rich",))
+    frame = calibration.generate(pid._sizes(True)["gen"], 1 * 1000 + 21)
+    ratio = seen[0] / frame["sweight"].to_numpy()
+    assert ratio.std() > 0.1 and ratio.mean() == pytest.approx(1.0, rel=0.05)
+    manifest = json.loads((tmp_path / "rich.json").read_text())
+    assert manifest["loss"]["phase_space_balance"] == 0.5
+    assert "10 column spread" in manifest["conversion_fidelity"]["metric"]
+
+
 def test_pid_training_rejects_an_unknown_step(tmp_path: Path) -> None:
     with pytest.raises(
         ValueError, match="unknown PID steps \\['kaon'\\]; accepted: is_muon, rich, muon, global_pid"
