@@ -33,7 +33,7 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
-from ..convert.verify import verify_classifier
+from ..convert.verify import TAIL_SIGMAS, verify_classifier
 from ..metrics import (
     MIN_BIN_ROWS,
     BinnedW1,
@@ -842,14 +842,15 @@ def fidelity_section(data_dir: Path, models_dir: Path, *, quick: bool) -> Sectio
                     rep = verify_classifier(
                         model, model_proto, X, name=step, batch_sizes=(1, 1000), atol=loose
                     )
-                metric = "max |p_onnx - p| <= 1e-05"
+                metric = f"max |p_onnx - p| <= {FIDELITY_TARGET:g}"
                 errors, source = rep.max_error, f"recomputed, {len(X):,} validation rows"
             elif original and (models_dir / original).exists() and step.startswith("tracking_"):
                 errors, rows, floor = tracking_library.fidelity(
                     models_dir / original, onnx_path, step, data_dir, 10_000 if quick else n
                 )
                 metric = (
-                    "|y_onnx - y| <= 1e-05 * max(|y|, 10 column σ) (1e-5 relative, or 1e-4 σ in far tails)"
+                    f"|y_onnx - y| <= {FIDELITY_TARGET:g} * max(|y|, {TAIL_SIGMAS:g} column σ) "
+                    f"(relative, or {FIDELITY_TARGET * TAIL_SIGMAS:g} σ in far tails)"
                 )
                 source = (
                     f"recomputed, {rows:,} held-out tracks; PyTorch float32 vs float64 on the same rows: "

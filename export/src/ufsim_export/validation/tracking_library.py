@@ -50,7 +50,6 @@ MIN_BIN_TRACKS = 5_000
 target's own threshold. Below it the W1/σ of two halves of the reference alone nears or passes 0.05."""
 PARITY_MEDIAN_TARGET = 0.05
 PARITY_P99_TARGET = 0.3
-FIDELITY_RTOL = 1e-5
 MODEL_NOISE_SEED = 2024
 
 
