@@ -257,6 +257,52 @@ def test_balanced_fit_weights_the_sweights_by_phase_space(
     assert "10 column spread" in manifest["conversion_fidelity"]["metric"]
 
 
+def test_balanced_phase_continues_the_chain_on_a_fresh_weighted_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the main fit, the stages fit again on a fresh sample with balanced sWeights; spaces unchanged."""
+    calls: list[dict[str, Any]] = []
+    real_fit_stages = pid.fit_stages
+
+    def spy(chain: Any, given: Any, targets: Any, weights: Any, **kwargs: Any) -> Any:
+        maps = [u.copy() for _, u in chain_module[0].forward_maps()]
+        out = real_fit_stages(chain, given, targets, weights, **kwargs)
+        kept = all(
+            np.array_equal(a, u) for a, (_, u) in zip(maps, chain_module[0].forward_maps(), strict=True)
+        )
+        calls.append({"weights": np.asarray(weights), "rows": len(given), "lr": kwargs["lr"], "kept": kept})
+        return out
+
+    chain_module: list[Any] = []
+    real_fit_chained = pid.fit_chained
+
+    def chained_spy(module: Any, *args: Any, **kwargs: Any) -> Any:
+        chain_module.append(module)
+        return real_fit_chained(module, *args, **kwargs)
+
+    phase = pid.BalancedPhase(rows=10_000, steps=200, lr=3e-4, exponent=0.5, quick_rows=3_000, quick_steps=7)
+    monkeypatch.setattr(pid, "BALANCED_PHASE", {"rich": phase})
+    monkeypatch.setattr(pid, "fit_stages", spy)
+    monkeypatch.setattr(pid, "fit_chained", chained_spy)
+    pid.train(tmp_path, seed=1, quick=True, steps=("rich",))
+    assert len(calls) == 1
+    call = calls[0]
+    assert call["rows"] == 3_000 and call["lr"] == 3e-4 and call["kept"]
+    assert call["weights"].std() > 0.1 and call["weights"].mean() == pytest.approx(1.0, rel=0.05)
+    recorded = json.loads((tmp_path / "rich.json").read_text())["loss"]["balanced_phase"]
+    assert recorded["rows"] == 3_000 and recorded["steps"] == 7 and recorded["exponent"] == 0.5
+    assert recorded["data_seed"] == 1 * 1000 + 21 + 3
+    assert [len(h) for h in recorded["history_per_100_steps"]] == [0, 0, 0, 0]
+    assert 0 < recorded["effective_rows"] < 3_000
+
+
+def test_balanced_phase_refuses_the_muon_selection() -> None:
+    chain = pid._generator(9, 2, pid.CONTINUOUS_PID, {"width": 8, "n_residual": 1})
+    phase = pid.BalancedPhase(rows=10, steps=1, lr=1e-3, exponent=0.5)
+    with pytest.raises(ValueError, match="muon trains on isMuon tracks"):
+        pid.fit_balanced_phase("muon", chain, phase, seed=0, data_seed=0, batch_size=8, quick=True)
+
+
 def test_pid_training_rejects_an_unknown_step(tmp_path: Path) -> None:
     with pytest.raises(
         ValueError, match="unknown PID steps \\['kaon'\\]; accepted: is_muon, rich, muon, global_pid"
