@@ -139,12 +139,16 @@ BALANCED_PHASE: dict[str, BalancedPhase] = {
     "rich": BalancedPhase(rows=1_000_000, steps=24_000, lr=5e-4, exponent=0.5),
 }
 """Generators whose main fit is followed by a balanced phase (samples of ``calibration.generate``, so not
-the muon generator's isMuon selection). RICH: the main fit leaves the sparse corners of (p, η) wide, at
-RICH1's acceptance edge (η < 2.5) and above 10 GeV, where e, μ, π rings narrow; balancing the whole fit
-moved the error to DLLk instead (:data:`BALANCE`). Measured on two fresh 3M-row samples against the main
-fit alone: RichDLLe's worst bin 0.052 / 0.056 to 0.029 / 0.033, RichDLLmu's 0.070 / 0.071 to 0.050 /
-0.053, RichDLLk's 0.058 / 0.055 to 0.057 / 0.053; 24,000 more steps unbalanced on the same fresh sample
-(the control) gave 0.045 / 0.051, 0.060 / 0.062, 0.053 / 0.051."""
+the muon generator's isMuon selection). RICH: the main fit leaves the sparse corners of (p, η) too wide, at
+RICH1's acceptance edge (η < 2.5) and above 10 GeV, where the e, μ and π rings narrow; balancing the whole
+fit moved the error to DLLk instead (:data:`BALANCE`). Measured as a continuation of the committed main
+fit, worst (p, η) bin on two fresh 3M-row samples (four phases: two sample seeds at 24,000 steps, one at
+48,000 steps, one on 2M tracks at 48,000): RichDLLe 0.052 / 0.056 to 0.029-0.047, RichDLLmu 0.070 / 0.071
+to 0.050-0.062, RichDLLk 0.058 / 0.055 to 0.047-0.057; the same 24,000 steps unbalanced (the control)
+gave 0.045 / 0.051, 0.060 / 0.062, 0.053 / 0.051. So most of the gain is more fitting on fresh tracks,
+the balancing adds a little, and a phase's seed moves a worst bin by about 0.01. DLLk's worst bin sits
+below RICH1's acceptance edge (η < 1.9 below 3.2 GeV), where the true DLLs are narrow and the chain
+smooths the edge."""
 NOISE_DIM = 64
 CONTINUOUS_PID = (0, 1, 2)
 """Quantile-transformed condition columns of pid_features: log10 p, η, n_tracks (charge and one-hot
