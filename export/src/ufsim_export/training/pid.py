@@ -162,6 +162,9 @@ RICH_THRESHOLDS_MEV: tuple[float, ...] = tuple(
 """Cherenkov thresholds m / sqrt(n² - 1) of the RICH radiators (C4F10, CF4) inside the calibration's
 momentum range: 7 of the 10 (radiator, mass) pairs, from 2.6 GeV (π, C4F10) to 29.7 GeV (p, CF4). The
 RICH chain gets each one's photon-yield fraction as an input (:class:`.chained.ThresholdYields`)."""
+RICH_ETA_RANGES: tuple[tuple[float, float], ...] = tuple((r.eta_lo, r.eta_hi) for r in calibration.RADIATORS)
+"""η acceptance of each RICH radiator (RICH1 1.9-4.4, RICH2 2.8-4.9, edges ``ACCEPTANCE_EDGE_WIDTH`` wide):
+the RICH chain gets each one's ring fraction as an input (:class:`.chained.AcceptanceFractions`)."""
 GLOBAL_INPUTS: tuple[str, ...] = (*PID_FEATURES, *RICH_COLUMNS, *MUON_COLUMNS, "is_muon_flag")
 MUON_SLICE = slice(len(PID_FEATURES) + len(RICH_COLUMNS), len(PID_FEATURES) + len(RICH_COLUMNS) + 2)
 P_BINS_GEV = (2.0, 3.0, 4.0, 6.0, 10.0, 20.0, 40.0, 80.0, 200.0)
@@ -366,6 +369,7 @@ def _generator(
     size: dict[str, int],
     passthrough: Sequence[int] = (),
     thresholds_mev: Sequence[float] = (),
+    eta_ranges: Sequence[Sequence[float]] = (),
 ) -> ChainedGenerator:
     return ChainedGenerator(
         n_conditions,
@@ -377,6 +381,9 @@ def _generator(
         passthrough=passthrough,
         thresholds_mev=thresholds_mev,
         log10_p_column=PID_FEATURES.index("mc_log10_p"),
+        eta_ranges=eta_ranges,
+        edge_width=calibration.ACCEPTANCE_EDGE_WIDTH,
+        eta_column=PID_FEATURES.index("mc_eta"),
     )
 
 
@@ -484,8 +491,9 @@ def train_generator_step(step: str, out_dir: Path, *, seed: int, quick: bool) ->
         inputs, outputs = list(PID_FEATURES), list(RICH_COLUMNS)
         module: ChainedGenerator | MaskedGlobalPID
         module = inner = _generator(
-            len(inputs), len(outputs), CONTINUOUS_PID, size, thresholds_mev=RICH_THRESHOLDS_MEV
-        )
+            len(inputs), len(outputs), CONTINUOUS_PID, size, thresholds_mev=RICH_THRESHOLDS_MEV,
+            eta_ranges=RICH_ETA_RANGES,
+        )  # fmt: skip
     elif step == "muon":
         inputs, outputs = list(PID_FEATURES), list(MUON_COLUMNS)
         module = inner = _generator(len(inputs), len(outputs), CONTINUOUS_PID, size)
