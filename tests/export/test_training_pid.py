@@ -17,13 +17,7 @@ import onnxruntime as ort
 import torch
 
 from ufsim_export.training import calibration, pid
-from ufsim_export.training.chained import (
-    AcceptanceFractions,
-    ChainedGenerator,
-    ThresholdYields,
-    fit_chained,
-    fit_energy_score,
-)
+from ufsim_export.training.chained import ChainedGenerator, ThresholdYields, fit_chained, fit_energy_score
 from ufsim_export.training.common import QuantileResidualGenerator
 
 MODELS = Path(__file__).resolve().parents[2] / "export" / "models"
@@ -172,19 +166,8 @@ def test_threshold_yields_are_the_cherenkov_photon_fractions() -> None:
     assert len(pid.RICH_THRESHOLDS_MEV) == 7
 
 
-def test_acceptance_fractions_are_the_calibration_ring_fractions() -> None:
-    """Each RICH radiator's soft η box, as the calibration sample sees its rings: 0 outside, 1 inside."""
-    layer = AcceptanceFractions(pid.RICH_ETA_RANGES, calibration.ACCEPTANCE_EDGE_WIDTH, eta_column=0)
-    eta = np.array([1.5, 1.9, 2.3, 2.8, 3.5, 4.4, 5.4])
-    got = layer(torch.tensor(np.column_stack([eta, np.zeros(len(eta))]), dtype=torch.float32)).numpy()
-    boxes = [calibration._smooth_box(eta, r.eta_lo, r.eta_hi) for r in calibration.RADIATORS]
-    expected = np.column_stack(boxes)
-    np.testing.assert_allclose(got, expected, atol=1e-6)
-    assert got[0].max() < 0.01 and got[4].min() > 0.99 and got[1, 0] == pytest.approx(0.5, abs=1e-6)
-
-
 def test_threshold_features_survive_saving_and_onnx(tmp_path: Path) -> None:
-    """A chain with threshold and acceptance inputs saves, reloads and exports to ONNX unchanged."""
+    """A chain with threshold inputs saves, reloads and exports to ONNX with the same outputs."""
     from ufsim_export.training.common import save_generator
     from ufsim_export.training.saved import load_module
 
@@ -193,11 +176,10 @@ def test_threshold_features_survive_saving_and_onnx(tmp_path: Path) -> None:
     y = np.column_stack([np.maximum(0.0, 1.0 - (3000.0 / 10 ** c[:, 0]) ** 2) + rng.normal(0, 0.1, 3000),
                          rng.normal(size=3000)])  # fmt: skip
     chain = ChainedGenerator(
-        2, 4, 2, width=16, n_residual=1, continuous=(0, 1), thresholds_mev=(3000.0, 9000.0),
-        eta_ranges=((-0.5, 0.8),), edge_width=0.1, eta_column=1,
-    )  # fmt: skip
+        2, 4, 2, width=16, n_residual=1, continuous=(0, 1), thresholds_mev=(3000.0, 9000.0)
+    )
     fit_chained(chain, c, y, steps=30, batch_size=256)
-    assert chain.core.n_conditions == 5
+    assert chain.core.n_conditions == 4
     rows = np.resize(c, (10_000, 2)).astype(np.float32)
     onnx_path, _ = save_generator(chain, tmp_path, "chain", conditions=rows, noise_dim=4, manifest={}, seed=0)
     loaded = load_module(tmp_path / "chain.pt")

@@ -166,11 +166,7 @@ BACKGROUND_SLOPE_PER_MEV = {"e": -2.0e-3, "mu": -3.0e-3, "pi": -8.0e-3, "K": -8.
 BACKGROUND_COMPOSITION = {"e": 0.05, "mu": 0.05, "pi": 0.65, "K": 0.15, "p": 0.10}
 
 
-ACCEPTANCE_EDGE_WIDTH = 0.08
-"""Width in η of the soft edges of the RICH radiators' and the muon stations' acceptances."""
-
-
-def _smooth_box(x: NDArray[Any], lo: float, hi: float, width: float = ACCEPTANCE_EDGE_WIDTH) -> NDArray[Any]:
+def _smooth_box(x: NDArray[Any], lo: float, hi: float, width: float = 0.08) -> NDArray[Any]:
     """Fraction of an acceptance lo < x < hi with soft edges of the given width."""
     return np.asarray(special.expit((x - lo) / width) * special.expit((hi - x) / width))
 

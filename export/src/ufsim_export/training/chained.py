@@ -221,42 +221,12 @@ class ThresholdYields(nn.Module):
         return torch.relu(1.0 - ratio2)
 
 
-class AcceptanceFractions(nn.Module):
-    """Ring fractions ``expit((η − lo) / w) · expit((hi − η) / w)`` of detector η ranges, from the η column.
-
-    A RICH radiator sees a ring whole inside its angular acceptance and in part at its edges, so the
-    response narrows within a few hundredths in η there (no photons below RICH1's edge, one radiator
-    instead of two below RICH2's): an edge that a smooth network of the quantile-transformed η rounds
-    off. Given as extra core inputs, like :class:`ThresholdYields`.
-    """
-
-    lo: torch.Tensor
-    hi: torch.Tensor
-
-    def __init__(self, eta_ranges: Sequence[Sequence[float]], edge_width: float, eta_column: int = 1) -> None:
-        super().__init__()
-        self.eta_ranges = tuple((float(lo), float(hi)) for lo, hi in eta_ranges)
-        self.edge_width = float(edge_width)
-        self.eta_column = int(eta_column)
-        self.register_buffer("lo", torch.tensor([lo for lo, _ in self.eta_ranges], dtype=torch.float32))
-        self.register_buffer("hi", torch.tensor([hi for _, hi in self.eta_ranges], dtype=torch.float32))
-
-    def forward(self, conditions: torch.Tensor) -> torch.Tensor:
-        """[N, k] fraction of each range at each row's η (column ``eta_column``)."""
-        eta = conditions[:, self.eta_column : self.eta_column + 1]
-        inside: torch.Tensor = torch.sigmoid((eta - self.lo) / self.edge_width) * torch.sigmoid(
-            (self.hi - eta) / self.edge_width
-        )
-        return inside
-
-
 class ChainedGenerator(PartialQuantileGenerator):
     """A quantile generator (preprocessing inside, physical units in and out) whose core is a chain.
 
     ``passthrough`` outputs skip the output quantile map (see :class:`PartialQuantileGenerator`);
     ``thresholds_mev`` appends the Cherenkov yield fractions (:class:`ThresholdYields`) of those threshold
-    momenta to the core's inputs, from the log10 p condition in column ``log10_p_column``; ``eta_ranges``
-    the ring fractions (:class:`AcceptanceFractions`) of those η ranges, from column ``eta_column``.
+    momenta to the core's inputs, from the log10 p condition in column ``log10_p_column``.
     """
 
     def __init__(
@@ -272,11 +242,8 @@ class ChainedGenerator(PartialQuantileGenerator):
         passthrough: Sequence[int] = (),
         thresholds_mev: Sequence[float] = (),
         log10_p_column: int = 0,
-        eta_ranges: Sequence[Sequence[float]] = (),
-        edge_width: float = 0.08,
-        eta_column: int = 1,
     ) -> None:
-        n_core = n_conditions + len(thresholds_mev) + len(eta_ranges)
+        n_core = n_conditions + len(thresholds_mev)
         chain = ChainedCore(n_core, noise_dim, n_outputs, width=width, n_residual=n_residual)
         super().__init__(
             n_conditions, noise_dim, n_outputs, width=width, n_residual=n_residual, continuous=continuous,
@@ -284,13 +251,13 @@ class ChainedGenerator(PartialQuantileGenerator):
             core=chain,  # ChainedCore has the interface of the ResidualGenerator it replaces
         )  # fmt: skip
         self.yields = ThresholdYields(thresholds_mev, log10_p_column) if thresholds_mev else None
-        self.acceptance = AcceptanceFractions(eta_ranges, edge_width, eta_column) if eta_ranges else None
 
     def encode_conditions(self, conditions: torch.Tensor) -> torch.Tensor:
-        """The quantile-transformed conditions, then the threshold yield and ring fractions (if any)."""
+        """The quantile-transformed conditions, then the threshold yield fractions (if any)."""
         x = super().encode_conditions(conditions)
-        extra = [layer(conditions) for layer in (self.yields, self.acceptance) if layer is not None]
-        return torch.cat([x, *extra], dim=1) if extra else x
+        if self.yields is None:
+            return x
+        return torch.cat([x, self.yields(conditions)], dim=1)
 
     def extra_state(self) -> dict[str, Any]:
         """Constructor arguments (``chained`` marks the class for loading)."""
@@ -298,10 +265,6 @@ class ChainedGenerator(PartialQuantileGenerator):
         if self.yields is not None:
             state |= {"thresholds_mev": list(self.yields.thresholds_mev),
                       "log10_p_column": self.yields.log10_p_column}  # fmt: skip
-        if self.acceptance is not None:
-            acceptance = self.acceptance
-            state |= {"eta_ranges": [list(r) for r in acceptance.eta_ranges],
-                      "edge_width": acceptance.edge_width, "eta_column": acceptance.eta_column}  # fmt: skip
         return state
 
 

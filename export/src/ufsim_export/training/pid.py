@@ -108,7 +108,12 @@ a kink in p the chains smoothed; with the radiators' yield fractions as inputs (
 0.513 / 0.516), 3 against 4 on a third sample: the worst DLLk and DLLp below 3.2 GeV drop from 0.057-0.070
 to 0.043-0.058, and what is left is mostly DLLe and DLLmu at 10-32 GeV and η < 2.5 (0.05-0.07), near
 RICH1's acceptance edge. Hard η-acceptance steps as inputs did not help there (5 pairs at 24,000 steps);
-192,000 steps (70 min on one core) leave 3, 1 and 2 pairs, AUC 0.513 / 0.515 / 0.515: marginal."""
+192,000 steps (70 min on one core) leave 3, 1 and 2 pairs, AUC 0.513 / 0.515 / 0.515: marginal.
+The radiators' soft η boxes as further inputs (each one's ring fraction at RICH1's and RICH2's edges, with
+the balanced phase; commit 0b062d1, measured once on the two report samples, not adopted) took RichDLLk's
+worst bin, below RICH1's edge, to 0.042 (0.048), but RichDLLe's and RichDLLmu's at 10-32 GeV and η < 2.5
+to 0.070 / 0.074 and 0.087 / 0.090 (0.037 / 0.041 and 0.058 / 0.059): the electrons there drawn far off
+(W1 0.27 of the bin's σ)."""
 BALANCE: dict[str, float] = {}
 """Exponent of a generator's (p, η) balancing weights (:func:`~.common.phase_space_weights`, times the
 sWeights); none is balanced. Measured for RICH fitted on 1M calibration tracks (RICH1's acceptance edge,
@@ -162,9 +167,6 @@ RICH_THRESHOLDS_MEV: tuple[float, ...] = tuple(
 """Cherenkov thresholds m / sqrt(n² - 1) of the RICH radiators (C4F10, CF4) inside the calibration's
 momentum range: 7 of the 10 (radiator, mass) pairs, from 2.6 GeV (π, C4F10) to 29.7 GeV (p, CF4). The
 RICH chain gets each one's photon-yield fraction as an input (:class:`.chained.ThresholdYields`)."""
-RICH_ETA_RANGES: tuple[tuple[float, float], ...] = tuple((r.eta_lo, r.eta_hi) for r in calibration.RADIATORS)
-"""η acceptance of each RICH radiator (RICH1 1.9-4.4, RICH2 2.8-4.9, edges ``ACCEPTANCE_EDGE_WIDTH`` wide):
-the RICH chain gets each one's ring fraction as an input (:class:`.chained.AcceptanceFractions`)."""
 GLOBAL_INPUTS: tuple[str, ...] = (*PID_FEATURES, *RICH_COLUMNS, *MUON_COLUMNS, "is_muon_flag")
 MUON_SLICE = slice(len(PID_FEATURES) + len(RICH_COLUMNS), len(PID_FEATURES) + len(RICH_COLUMNS) + 2)
 P_BINS_GEV = (2.0, 3.0, 4.0, 6.0, 10.0, 20.0, 40.0, 80.0, 200.0)
@@ -369,7 +371,6 @@ def _generator(
     size: dict[str, int],
     passthrough: Sequence[int] = (),
     thresholds_mev: Sequence[float] = (),
-    eta_ranges: Sequence[Sequence[float]] = (),
 ) -> ChainedGenerator:
     return ChainedGenerator(
         n_conditions,
@@ -381,9 +382,6 @@ def _generator(
         passthrough=passthrough,
         thresholds_mev=thresholds_mev,
         log10_p_column=PID_FEATURES.index("mc_log10_p"),
-        eta_ranges=eta_ranges,
-        edge_width=calibration.ACCEPTANCE_EDGE_WIDTH,
-        eta_column=PID_FEATURES.index("mc_eta"),
     )
 
 
@@ -491,9 +489,8 @@ def train_generator_step(step: str, out_dir: Path, *, seed: int, quick: bool) ->
         inputs, outputs = list(PID_FEATURES), list(RICH_COLUMNS)
         module: ChainedGenerator | MaskedGlobalPID
         module = inner = _generator(
-            len(inputs), len(outputs), CONTINUOUS_PID, size, thresholds_mev=RICH_THRESHOLDS_MEV,
-            eta_ranges=RICH_ETA_RANGES,
-        )  # fmt: skip
+            len(inputs), len(outputs), CONTINUOUS_PID, size, thresholds_mev=RICH_THRESHOLDS_MEV
+        )
     elif step == "muon":
         inputs, outputs = list(PID_FEATURES), list(MUON_COLUMNS)
         module = inner = _generator(len(inputs), len(outputs), CONTINUOUS_PID, size)
