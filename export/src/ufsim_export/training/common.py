@@ -291,6 +291,12 @@ def phase_space_weights(
     return np.asarray(weights / weights.mean())
 
 
+def effective_rows(weights: NDArray[Any]) -> int:
+    """Kish's effective sample size (Σw)² / Σw² of weighted rows: how many unit-weight rows they are worth."""
+    weights = np.asarray(weights, np.float64)
+    return round(float(weights.sum() ** 2 / (weights**2).sum()))
+
+
 def quantile_knots(
     values: NDArray[Any], *, n_knots: int = 201, u_max: float = 5.0
 ) -> tuple[NDArray[Any], NDArray[Any]]:

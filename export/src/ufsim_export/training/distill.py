@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 from .common import (
     N_THREADS,
     FitHistory,
+    effective_rows,
     fit_deterministic,
     git_commit,
     library_versions,
@@ -251,7 +252,7 @@ def train_step(
     balance: dict[str, Any] = {"exponent": config.spread_balance, "effective_rows": None, "max_weight": None}
     if config.spread_balance:
         weights = phase_space_weights(*log10p_eta(C[:n_spread]), exponent=config.spread_balance)
-        balance |= {"effective_rows": round(float(weights.sum() ** 2 / (weights**2).sum())),
+        balance |= {"effective_rows": effective_rows(weights),
                     "max_weight": round(float(weights.max()), 3)}  # fmt: skip
     spread_start = time.perf_counter()
     spread = fit_spread(

@@ -78,6 +78,7 @@ from .calibration import GLOBAL_COLUMNS, MASS_MEV, MUON_COLUMNS, PID_FEATURES, R
 from .chained import ChainedCore, ChainedGenerator, fit_chained, fit_stages
 from .common import (
     QuantileResidualGenerator,
+    effective_rows,
     git_commit,
     library_versions,
     phase_space_weights,
@@ -468,7 +469,7 @@ def fit_balanced_phase(
         "steps": steps,
         "data_seed": data_seed,
         "data_sha256": sample_sha256(frame),
-        "effective_rows": round(float(weights.sum() ** 2 / (weights**2).sum())),
+        "effective_rows": effective_rows(weights),
         "history_per_100_steps": [[round(v, 5) for v in history] for history in histories],
     }
 
