@@ -123,7 +123,9 @@ RICH's main fit was 96,000 steps of 512 on 300,000 tracks (164 passes) followed 
 0.039, RichDLLk 0.051 / 0.046, RichDLLp 0.042 / 0.039; 3M tracks, 96,000 steps and the phase: 0.037 /
 0.046, 0.057 / 0.064, 0.047 / 0.047, 0.050 / 0.048; 300,000 tracks and the phase (the former model): 0.037 /
 0.041, 0.058 / 0.059, 0.048 / 0.046, 0.032 / 0.031. With enough tracks the phase's reweighting costs
-more than it gives, so RICH has none (:data:`BALANCED_PHASE`)."""
+more than it gives, so RICH has none (:data:`BALANCED_PHASE`). 192,000 steps on the same 3M tracks (32
+passes; 2,637 s, measured once, not adopted) lowered every DLL's overall W1/σ but took the worst bins back
+up: 0.042 / 0.050, 0.056 / 0.063, 0.068 / 0.057, 0.058 / 0.047, AUC 0.513 / 0.510 (0.503 in the report)."""
 BALANCE: dict[str, float] = {}
 """Exponent of a generator's (p, η) balancing weights (:func:`~.common.phase_space_weights`, times the
 sWeights); none is balanced. Measured for RICH fitted on 1M calibration tracks (RICH1's acceptance edge,
