@@ -118,14 +118,15 @@ to 0.070 / 0.074 and 0.087 / 0.090 (0.037 / 0.041 and 0.058 / 0.059): the electr
 (W1 0.27 of the bin's σ).
 RICH's main fit was 96,000 steps of 512 on 300,000 tracks (164 passes) followed by the balanced phase: on
 3M tracks (16 passes at 96,000 steps) the sparse corners stop being fitted to one sample's noise. Worst
-(p, η) bin on the two report samples (seeds 987654 / 555001; commit 179f1ca and this one, from scratch,
+(p, η) bin on the two report samples (seeds 987654 / 555001; commits 179f1ca and 7548a34, from scratch,
 1,600 s each on one thread): 3M tracks, 120,000 steps, no phase: RichDLLe 0.030 / 0.035, RichDLLmu 0.038 /
 0.039, RichDLLk 0.051 / 0.046, RichDLLp 0.042 / 0.039; 3M tracks, 96,000 steps and the phase: 0.037 /
 0.046, 0.057 / 0.064, 0.047 / 0.047, 0.050 / 0.048; 300,000 tracks and the phase (the former model): 0.037 /
 0.041, 0.058 / 0.059, 0.048 / 0.046, 0.032 / 0.031. With enough tracks the phase's reweighting costs
 more than it gives, so RICH has none (:data:`BALANCED_PHASE`). 192,000 steps on the same 3M tracks (32
 passes; 2,637 s, measured once, not adopted) lowered every DLL's overall W1/σ but took the worst bins back
-up: 0.042 / 0.050, 0.056 / 0.063, 0.068 / 0.057, 0.058 / 0.047, AUC 0.513 / 0.510 (0.503 in the report)."""
+up: 0.042 / 0.050, 0.056 / 0.063, 0.068 / 0.057, 0.058 / 0.047, AUC 0.513 / 0.510 (the adopted fit:
+0.503 in the report)."""
 BALANCE: dict[str, float] = {}
 """Exponent of a generator's (p, η) balancing weights (:func:`~.common.phase_space_weights`, times the
 sWeights); none is balanced. Measured for RICH fitted on 1M calibration tracks (RICH1's acceptance edge,
@@ -159,7 +160,7 @@ where the phase made RichDLLmu's worst bin 0.057 / 0.064 instead of 0.038 / 0.03
 with ``BalancedPhase(rows=1_000_000, steps=24_000, lr=5e-4, exponent=0.5)``, RICH fitted on 300,000 tracks:
 the main fit leaves the sparse corners of (p, η) too wide, at
 RICH1's acceptance edge (η < 2.5) and above 10 GeV, where the e, μ and π rings narrow; balancing the whole
-fit moved the error to DLLk instead (:data:`BALANCE`). Measured as a continuation of the committed main
+fit moved the error to DLLk instead (:data:`BALANCE`). Measured as a continuation of that main
 fit, worst (p, η) bin on two fresh 3M-row samples (four phases: two sample seeds at 24,000 steps, one at
 48,000 steps, one on 2M tracks at 48,000): RichDLLe 0.052 / 0.056 to 0.029-0.047, RichDLLmu 0.070 / 0.071
 to 0.050-0.062, RichDLLk 0.058 / 0.055 to 0.047-0.057; the same 24,000 steps unbalanced (the control)
