@@ -116,8 +116,7 @@ the balanced phase; commit 0b062d1, measured once on the two report samples, not
 worst bin, below RICH1's edge, to 0.042 (0.048), but RichDLLe's and RichDLLmu's at 10-32 GeV and η < 2.5
 to 0.070 / 0.074 and 0.087 / 0.090 (0.037 / 0.041 and 0.058 / 0.059): the electrons there drawn far off
 (W1 0.27 of the bin's σ).
-RICH's main fit was 96,000 steps of 512 on 300,000 tracks (164 passes) followed by the balanced phase: on
-3M tracks (16 passes at 96,000 steps) the sparse corners stop being fitted to one sample's noise. Worst
+RICH's main fit was 96,000 steps of 512 on 300,000 tracks (164 passes) followed by the balanced phase. Worst
 (p, η) bin on the two report samples (seeds 987654 / 555001; commits 179f1ca and 7548a34, from scratch,
 1,600 s each on one thread): 3M tracks, 120,000 steps, no phase: RichDLLe 0.030 / 0.035, RichDLLmu 0.038 /
 0.039, RichDLLk 0.051 / 0.046, RichDLLp 0.042 / 0.039; 3M tracks, 96,000 steps and the phase: 0.037 /
@@ -126,7 +125,9 @@ RICH's main fit was 96,000 steps of 512 on 300,000 tracks (164 passes) followed 
 more than it gives, so RICH has none (:data:`BALANCED_PHASE`). 192,000 steps on the same 3M tracks (32
 passes; 2,637 s, measured once, not adopted) lowered every DLL's overall W1/σ but took the worst bins back
 up: 0.042 / 0.050, 0.056 / 0.063, 0.068 / 0.057, 0.058 / 0.047, AUC 0.513 / 0.510 (the adopted fit:
-0.503 in the report)."""
+0.503 in the report); 6M tracks at 120,000 steps (10 passes; 1,842 s, not adopted): 0.047 / 0.054,
+0.059 / 0.062, 0.057 / 0.053, 0.041 / 0.038, AUC 0.518 / 0.515. The worst bins do not follow the number
+of passes: part of the adopted fit's margin may be its run's luck, though it is scored on two samples."""
 BALANCE: dict[str, float] = {}
 """Exponent of a generator's (p, η) balancing weights (:func:`~.common.phase_space_weights`, times the
 sWeights); none is balanced. Measured for RICH fitted on 1M calibration tracks (RICH1's acceptance edge,
