@@ -16,7 +16,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from ufsim_export.training import calibration, pid
+from ufsim_export.training import calibration, pid, saved
 from ufsim_export.training.chained import ChainedGenerator, ThresholdYields, fit_chained, fit_energy_score
 from ufsim_export.training.common import QuantileResidualGenerator
 
@@ -317,3 +317,72 @@ def test_every_learnt_step_of_the_spec_has_a_trainer() -> None:
 
     learnt = [step.name for step in load_spec(default_spec_path()).learnt_steps()]
     assert sorted((*tracking.STEPS, *pid.STEPS)) == sorted(learnt)
+
+
+def test_selection_keeps_the_candidate_with_the_lowest_worst_bin(tmp_path: Path) -> None:
+    """Two runs (seeds 1, 2) are fitted; the one whose worst (p, η) bin is lower is kept, with the record."""
+    path = pid.train_selected("rich", tmp_path, seed=1, quick=True, candidates=2)
+    assert path == tmp_path / "rich.onnx"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rich.json", "rich.onnx", "rich.pt"]
+    manifest = json.loads((tmp_path / "rich.json").read_text())
+    selection = manifest["selection"]
+    scores = {int(s): max(v.values()) for s, v in selection["worst_bin_w1_over_sigma"].items()}
+    assert sorted(scores) == [1, 2]
+    assert selection["chosen_seed"] == min(scores, key=scores.get) == manifest["seed"]
+    assert selection["sample"]["seed"] == 1 * 1000 + pid.SELECTION_DATA_SEED
+    assert set(selection["worst_bin_w1_over_sigma"]["1"]) == set(calibration.RICH_COLUMNS)
+
+
+def test_selection_rejects_a_degraded_candidate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A candidate whose draws are inflated loses, whatever its order; the kept files are the good one's."""
+    good, bad, out = tmp_path / "good", tmp_path / "bad", tmp_path / "out"
+    pid.train_generator_step("rich", good, seed=1, quick=True)
+    bad.mkdir()
+    for name in ("rich.onnx", "rich.pt"):
+        (bad / name).write_bytes((good / name).read_bytes())
+    manifest = json.loads((good / "rich.json").read_text())
+    (bad / "rich.json").write_text(json.dumps({**manifest, "seed": 7}))
+    real_load = saved.load_module
+
+    def degraded(path: Path) -> torch.nn.Module:
+        module = real_load(path)
+        if path.parent == bad:
+            with torch.no_grad():
+                for stage in module.core.networks():
+                    stage.out.weight.mul_(4.0)
+        return module
+
+    monkeypatch.setattr(saved, "load_module", degraded)
+    pid.select_candidate("rich", [bad, good], out, seed=1, quick=True)
+    kept = json.loads((out / "rich.json").read_text())
+    scores = kept["selection"]["worst_bin_w1_over_sigma"]
+    assert kept["selection"]["chosen_seed"] == 1 and max(scores["7"].values()) > max(scores["1"].values())
+    assert (out / "rich.pt").read_bytes() == (good / "rich.pt").read_bytes()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_selection_refuses_repeated_seeds_and_other_steps(tmp_path: Path) -> None:
+    pid.train_generator_step("rich", tmp_path / "a", seed=1, quick=True)
+    with pytest.raises(ValueError, match="seed 1 is already a candidate"):
+        pid.select_candidate("rich", [tmp_path / "a", tmp_path / "a"], tmp_path / "out", seed=1, quick=True)
+    with pytest.raises(ValueError, match="accepted: rich"):
+        pid.select_candidate("muon", [tmp_path / "a"], tmp_path / "out", seed=1, quick=True)
+    with pytest.raises(ValueError, match="at least one run"):
+        pid.train_selected("rich", tmp_path / "out", seed=1, quick=True, candidates=0)
+
+
+def test_full_training_fits_rich_as_the_best_of_its_configured_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make train` goes through the selection for RICH (3 runs) and fits the other generators once."""
+    calls: list[tuple[str, int | None]] = []
+
+    def selected(step: str, out_dir: Path, **kwargs: Any) -> Path:
+        calls.append((step, kwargs.get("candidates")))
+        return out_dir / f"{step}.onnx"
+
+    monkeypatch.setattr(pid, "train_selected", selected)
+    monkeypatch.setattr(pid, "train_generator_step", lambda step, out_dir, **kw: out_dir / f"{step}.onnx")
+    pid.train(tmp_path, seed=0, quick=False, steps=("rich", "muon"))
+    assert calls == [("rich", None)]
+    assert pid._sizes(False, "rich")["candidates"] == 3 and pid._sizes(False, "muon")["candidates"] == 1

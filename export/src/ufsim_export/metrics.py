@@ -23,6 +23,9 @@ from sklearn.metrics import roc_auc_score
 
 MIN_BIN_ROWS = 300
 """Bins with fewer reference rows are not scored (their W1 is dominated by sampling noise)."""
+LOG10P_EDGES = np.array([-np.inf, 3.5, 4.0, 4.5, np.inf])
+ETA_EDGES = np.array([-np.inf, 2.5, 3.5, 4.5, np.inf])
+"""(log10(p/MeV), η) bins generators are scored in: the validation report, RICH's candidate selection."""
 
 
 def robust_sigma(x: NDArray[Any]) -> float:

@@ -35,6 +35,8 @@ from tqdm.auto import tqdm
 
 from ..convert.verify import TAIL_SIGMAS, verify_classifier
 from ..metrics import (
+    ETA_EDGES,
+    LOG10P_EDGES,
     MIN_BIN_ROWS,
     BinnedW1,
     binned_mean,
@@ -77,8 +79,6 @@ EFF_OVERALL_TARGET = 0.01
 EFF_BIN_TARGET = 0.03
 MIN_EFF_BIN_WEIGHT = 500.0
 """(p, η) efficiency bins with less reference weight (particles, or particles x acceptance) are not scored."""
-LOG10P_EDGES = np.array([-np.inf, 3.5, 4.0, 4.5, np.inf])
-ETA_EDGES = np.array([-np.inf, 2.5, 3.5, 4.5, np.inf])
 CURVE_LOG10P = np.linspace(2.5, 6.0, 15)
 CURVE_ETA = np.linspace(1.0, 6.0, 21)
 EFF_2D_LOG10P = np.array([2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0])
