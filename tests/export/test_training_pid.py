@@ -331,6 +331,11 @@ def test_selection_keeps_the_candidate_with_the_lowest_worst_bin(tmp_path: Path)
     assert selection["chosen_seed"] == min(scores, key=scores.get) == manifest["seed"]
     assert selection["sample"]["seed"] == 1 * 1000 + pid.SELECTION_DATA_SEED
     assert set(selection["worst_bin_w1_over_sigma"]["1"]) == set(calibration.RICH_COLUMNS)
+    runs = selection["training_seconds"]
+    assert sorted(runs) == ["1", "2"]
+    assert manifest["training_seconds"] == pytest.approx(
+        sum(runs.values()) + selection["selection_seconds"], abs=0.2
+    )
 
 
 def test_selection_rejects_a_degraded_candidate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

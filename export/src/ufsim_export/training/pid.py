@@ -686,6 +686,7 @@ def select_candidate(
 ) -> Path:
     """Keep the candidate whose worst output's worst (p, η) bin is lowest on :func:`selection_sample`.
 
+    Its manifest's ``training_seconds`` becomes what the model cost: every candidate's fit and the selection.
     Its ``<step>.onnx``, ``.pt`` and ``.json`` (with the selection recorded) replace ``out_dir``'s, each
     written beside its target and renamed into place. Returns the ONNX path.
     """
@@ -693,12 +694,14 @@ def select_candidate(
         raise ValueError(f"step {step!r}: candidate selection compares RICH chains only (accepted: rich)")
     from . import saved  # saved imports this module (MaskedGlobalPID)
 
+    start = time.perf_counter()
     rows = _sizes(quick, step)["selection_rows"]
     frame = selection_sample(seed, rows)
     min_rows = MIN_BIN_ROWS if quick else SELECTION_MIN_BIN_ROWS
-    scores = {}
+    scores, seconds = {}, {}
     for directory in candidate_dirs:
         manifest = json.loads((Path(directory) / f"{step}.json").read_text())
+        seconds[int(manifest["seed"])] = float(manifest["training_seconds"])
         module = saved.load_module(Path(directory) / f"{step}.pt")
         if int(manifest["seed"]) in scores:
             raise ValueError(f"{directory}: seed {manifest['seed']} is already a candidate")
@@ -714,7 +717,12 @@ def select_candidate(
                    "seed": seed * 1000 + SELECTION_DATA_SEED},
         "worst_bin_w1_over_sigma": {str(s): v for s, v in scores.items()},
         "chosen_seed": chosen,
+        "training_seconds": seconds,
+        "selection_seconds": round(time.perf_counter() - start, 1),
     }  # fmt: skip
+    manifest["training_seconds"] = round(
+        sum(seconds.values()) + manifest["selection"]["selection_seconds"], 1
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in (f"{step}.onnx", f"{step}.pt"):
         tmp = out_dir / f".{name}.tmp"
