@@ -701,13 +701,14 @@ def select_candidate(
     scores, seconds = {}, {}
     for directory in candidate_dirs:
         manifest = json.loads((Path(directory) / f"{step}.json").read_text())
-        seconds[int(manifest["seed"])] = float(manifest["training_seconds"])
-        module = saved.load_module(Path(directory) / f"{step}.pt")
-        if int(manifest["seed"]) in scores:
-            raise ValueError(f"{directory}: seed {manifest['seed']} is already a candidate")
-        scores[int(manifest["seed"])] = worst_bin_w1(
-            module, frame, RICH_COLUMNS, seed=seed * 1000 + SELECTION_DATA_SEED + 1, min_rows=min_rows
-        )
+        run = int(manifest["seed"])
+        if run in scores:
+            raise ValueError(f"{directory}: seed {run} is already a candidate")
+        seconds[run] = float(manifest["training_seconds"])
+        scores[run] = worst_bin_w1(
+            saved.load_module(Path(directory) / f"{step}.pt"), frame, RICH_COLUMNS,
+            seed=seed * 1000 + SELECTION_DATA_SEED + 1, min_rows=min_rows,
+        )  # fmt: skip
     chosen = min(scores, key=lambda s: max(scores[s].values()))
     source = Path(candidate_dirs[list(scores).index(chosen)])
     manifest = json.loads((source / f"{step}.json").read_text())
