@@ -16,7 +16,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from ufsim_export.training import calibration, pid, saved
+from ufsim_export.training import calibration, pid
 from ufsim_export.training.chained import ChainedGenerator, ThresholdYields, fit_chained, fit_energy_score
 from ufsim_export.training.common import QuantileResidualGenerator
 
@@ -338,31 +338,27 @@ def test_selection_keeps_the_candidate_with_the_lowest_worst_bin(tmp_path: Path)
     )
 
 
-def test_selection_rejects_a_degraded_candidate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A candidate whose draws are inflated loses, whatever its order; the kept files are the good one's."""
+def test_selection_rejects_a_degraded_candidate(tmp_path: Path) -> None:
+    """A candidate whose served draws are inflated loses, whatever its order; the good files are kept."""
     good, bad, out = tmp_path / "good", tmp_path / "bad", tmp_path / "out"
     pid.train_generator_step("rich", good, seed=1, quick=True)
     bad.mkdir()
-    for name in ("rich.onnx", "rich.pt"):
-        (bad / name).write_bytes((good / name).read_bytes())
+    (bad / "rich.pt").write_bytes((good / "rich.pt").read_bytes())
     manifest = json.loads((good / "rich.json").read_text())
     (bad / "rich.json").write_text(json.dumps({**manifest, "seed": 7}))
-    real_load = saved.load_module
-
-    def degraded(path: Path) -> torch.nn.Module:
-        module = real_load(path)
-        if path.parent == bad:
-            with torch.no_grad():
-                for stage in module.core.networks():
-                    stage.out.weight.mul_(4.0)
-        return module
-
-    monkeypatch.setattr(saved, "load_module", degraded)
+    model = onnx.load(good / "rich.onnx")  # the same graph, its output times 4
+    last = next(node for node in model.graph.node if "output" in node.output)
+    last.output[list(last.output).index("output")] = "unscaled"
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(4.0, np.float32), "inflate"))
+    model.graph.node.append(
+        onnx.helper.make_node("Mul", ["unscaled", "inflate"], ["output"], name="inflate_mul")
+    )
+    onnx.save(model, bad / "rich.onnx")
     pid.select_candidate("rich", [bad, good], out, seed=1, quick=True)
     kept = json.loads((out / "rich.json").read_text())
     scores = kept["selection"]["worst_bin_w1_over_sigma"]
     assert kept["selection"]["chosen_seed"] == 1 and max(scores["7"].values()) > max(scores["1"].values())
-    assert (out / "rich.pt").read_bytes() == (good / "rich.pt").read_bytes()
+    assert (out / "rich.onnx").read_bytes() == (good / "rich.onnx").read_bytes()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 

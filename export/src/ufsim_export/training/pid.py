@@ -67,6 +67,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import onnxruntime as ort
 import pandas as pd
 import torch
 from numpy.typing import NDArray
@@ -665,11 +666,29 @@ def selection_sample(seed: int, rows: int) -> pd.DataFrame:
     return calibration.generate(rows, seed * 1000 + SELECTION_DATA_SEED)
 
 
+def onnx_draws(path: Path, conditions: NDArray[Any], *, seed: int) -> NDArray[np.float64]:
+    """A generator's ONNX outputs (one thread) for ``conditions``, noise as in :func:`sample_generator`."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    conditions = np.ascontiguousarray(conditions, np.float32)
+    noise = np.random.default_rng(seed).standard_normal((len(conditions), NOISE_DIM)).astype(np.float32)
+    parts = [
+        session.run(None, {"conditions": conditions[i : i + 65536], "noise": noise[i : i + 65536]})[0]
+        for i in range(0, len(conditions), 65536)
+    ]
+    draws: NDArray[np.float64] = np.concatenate(parts).astype(np.float64)
+    return draws
+
+
 def worst_bin_w1(
-    module: nn.Module, frame: pd.DataFrame, outputs: Sequence[str], *, seed: int, min_rows: int
+    model: Path, frame: pd.DataFrame, outputs: Sequence[str], *, seed: int, min_rows: int
 ) -> dict[str, float]:
-    """Per output, the largest W1/σ over the report's (p, η) bins with at least ``min_rows`` rows."""
-    fake = sample_generator(module, frame[list(PID_FEATURES)].to_numpy(np.float32), seed=seed)
+    """Per output, the largest W1/σ over the report's (p, η) bins with at least ``min_rows`` rows.
+
+    ``model`` is the generator's ONNX file: the selection scores what would be served.
+    """
+    fake = onnx_draws(model, frame[list(PID_FEATURES)].to_numpy(np.float32), seed=seed)
     log10p, eta = frame["mc_log10_p"].to_numpy(), frame["mc_eta"].to_numpy()
     worst = {}
     for j, column in enumerate(outputs):
@@ -692,8 +711,6 @@ def select_candidate(
     """
     if step != "rich":
         raise ValueError(f"step {step!r}: candidate selection compares RICH chains only (accepted: rich)")
-    from . import saved  # saved imports this module (MaskedGlobalPID)
-
     start = time.perf_counter()
     rows = _sizes(quick, step)["selection_rows"]
     frame = selection_sample(seed, rows)
@@ -706,7 +723,7 @@ def select_candidate(
             raise ValueError(f"{directory}: seed {run} is already a candidate")
         seconds[run] = float(manifest["training_seconds"])
         scores[run] = worst_bin_w1(
-            saved.load_module(Path(directory) / f"{step}.pt"), frame, RICH_COLUMNS,
+            Path(directory) / f"{step}.onnx", frame, RICH_COLUMNS,
             seed=seed * 1000 + SELECTION_DATA_SEED + 1, min_rows=min_rows,
         )  # fmt: skip
     chosen = min(scores, key=lambda s: max(scores[s].values()))
