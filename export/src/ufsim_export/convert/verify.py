@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -97,14 +98,17 @@ def check_production_compat(onnx_model: onnx.ModelProto) -> None:
         )
 
 
-def _session(onnx_model: onnx.ModelProto) -> ort.InferenceSession:
+def onnx_session(onnx_model: onnx.ModelProto | Path) -> ort.InferenceSession:
+    """A one-thread CPU session of a model in memory or on disk."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(onnx_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    source = str(onnx_model) if isinstance(onnx_model, Path) else onnx_model.SerializeToString()
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def _run_chunks(session: ort.InferenceSession, feeds: dict[str, NDArray[Any]], batch: int) -> NDArray[Any]:
+def run_chunks(session: ort.InferenceSession, feeds: dict[str, NDArray[Any]], batch: int) -> NDArray[Any]:
+    """The session's first output on ``feeds``, run ``batch`` rows at a time."""
     n = len(next(iter(feeds.values())))
     parts = [
         session.run(None, {k: v[start : start + batch] for k, v in feeds.items()})[0]
@@ -131,7 +135,7 @@ def _compare(
     n_rows = len(expected)
     report = VerificationReport(name=name, kind=kind, n_rows=n_rows, tolerance=tolerance)
     for batch in batch_sizes:
-        got = _run_chunks(session, feeds, int(batch))
+        got = run_chunks(session, feeds, int(batch))
         if got.shape != expected.shape:
             raise VerificationError(
                 f"{name or 'model'}: ONNX output shape {got.shape} at batch size {batch}, "
@@ -176,7 +180,7 @@ def verify_classifier(
     """Compare ``model.predict_proba`` with the ONNX ``probabilities`` on all rows of ``X`` (as FP32)."""
     X = np.ascontiguousarray(X, dtype=np.float32)
     _check_rows(len(X), min_rows, name)
-    session = _session(onnx_model)
+    session = onnx_session(onnx_model)
     expected = np.asarray(model.predict_proba(X), dtype=np.float64)
     (input_name,) = [i.name for i in session.get_inputs()]
     return _compare(
@@ -228,7 +232,7 @@ def verify_generator(
     expected = expected.astype(np.float64)
     scale = np.maximum(np.abs(expected), tail_sigmas * column_scale(expected))
     spread = "column spread" if tail_sigmas == 1 else f"{tail_sigmas:g} column spread"
-    session = _session(onnx_model)
+    session = onnx_session(onnx_model)
     return _compare(
         name=name,
         kind=f"|y_onnx - y| <= {rtol:g} * max(|y|, {spread})",

@@ -67,7 +67,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 import torch
 from numpy.typing import NDArray
@@ -75,7 +74,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import log_loss, roc_auc_score
 from torch import nn
 
-from ..convert.verify import TAIL_SIGMAS
+from ..convert.verify import TAIL_SIGMAS, onnx_session, run_chunks
 from ..metrics import (
     ETA_EDGES,
     LOG10P_EDGES,
@@ -668,17 +667,10 @@ def selection_sample(seed: int, rows: int) -> pd.DataFrame:
 
 def onnx_draws(path: Path, conditions: NDArray[Any], *, seed: int) -> NDArray[np.float64]:
     """A generator's ONNX outputs (one thread) for ``conditions``, noise as in :func:`sample_generator`."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     conditions = np.ascontiguousarray(conditions, np.float32)
     noise = np.random.default_rng(seed).standard_normal((len(conditions), NOISE_DIM)).astype(np.float32)
-    parts = [
-        session.run(None, {"conditions": conditions[i : i + 65536], "noise": noise[i : i + 65536]})[0]
-        for i in range(0, len(conditions), 65536)
-    ]
-    draws: NDArray[np.float64] = np.concatenate(parts).astype(np.float64)
-    return draws
+    draws = run_chunks(onnx_session(path), {"conditions": conditions, "noise": noise}, 65536)
+    return np.asarray(draws, np.float64)
 
 
 def worst_bin_w1(
