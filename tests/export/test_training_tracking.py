@@ -88,6 +88,9 @@ def test_probabilities_are_normalised(quick_models: Path, shared_data: Path) -> 
 def test_saved_generator_reloads_and_matches_its_onnx(quick_models: Path) -> None:
     module = load_quantile_generator(quick_models / "tracking_resolution.pt")
     assert isinstance(module, TwoStageGenerator)
+    assert module.stages.regression_precision == "float64"  # as the config says, saved and served
+    covariance = load_quantile_generator(quick_models / "tracking_covariance.pt")
+    assert isinstance(covariance, TwoStageGenerator) and covariance.stages.regression_precision == "float32"
     rng = np.random.default_rng(1)
     df, _ = tracking.load_tracks(Path(__file__).resolve().parents[2].parent / "shared/data/lamarr-trk-2016MU")
     cond = df[list(tracking.Columns.from_spec().resolution_conditions)].to_numpy(np.float32)[:10_000]

@@ -124,3 +124,43 @@ def test_two_stage_generator_reloads_from_its_saved_module(tmp_path: Path) -> No
     cond, noise = torch.as_tensor(c[:500]), torch.randn(500, module.noise_dim)
     with torch.no_grad():
         torch.testing.assert_close(again(cond, noise), module(cond, noise))
+
+
+def test_float64_regression_computes_in_float64_and_reloads(tmp_path: Path) -> None:
+    """The switch changes the regression's arithmetic only: same weights, float32 in and out, saved."""
+    from ufsim_export.training.common import _torch_bytes
+
+    torch.manual_seed(2)
+    c, z, y = _toy(2_000, 4)
+    module = TwoStageGenerator(1, two_stage_noise_dim(1), 1, width=16, n_residual=2, spread_width=8,
+                               spread_residual=1, continuous=[0], n_knots=21)  # fmt: skip
+    module.fit_transforms(c, y)
+    fit_spread(module, c, z, y, steps=20, seed=0)
+    single = predict_regression(module, c, z[:, :LIBRARY_NOISE])
+    module.stages.set_regression_precision("float64")
+    assert module.stages.regression.inp.weight.dtype == torch.float64
+    double = predict_regression(module, c, z[:, :LIBRARY_NOISE])
+    assert double.dtype == np.float32
+    regression = module.stages.regression
+    with torch.no_grad():
+        x = torch.as_tensor(module.core_conditions(c)).double()
+        exact = regression(x, torch.as_tensor(z[:, :LIBRARY_NOISE]).double()).float().numpy()
+    np.testing.assert_array_equal(double, exact)
+    assert not np.array_equal(single, double)  # float32 rounding differs somewhere in 2,000 rows
+    np.testing.assert_allclose(single, double, atol=1e-5)
+
+    (tmp_path / "g.pt").write_bytes(_torch_bytes(module))
+    again = load_quantile_generator(tmp_path / "g.pt")
+    assert isinstance(again, TwoStageGenerator) and again.stages.regression_precision == "float64"
+    cond, noise = torch.as_tensor(c[:500]), torch.randn(500, module.noise_dim)
+    with torch.no_grad():
+        out = again(cond, noise)
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, module(cond, noise), rtol=0, atol=0)
+
+
+def test_regression_precision_names_what_is_accepted() -> None:
+    module = TwoStageGenerator(1, two_stage_noise_dim(1), 1, width=8, n_residual=1, spread_width=4)
+    with pytest.raises(ValueError, match=r"regression_precision='float16': accepted float32, float64"):
+        module.stages.set_regression_precision("float16")
+    assert module.stages.regression_precision == "float32"

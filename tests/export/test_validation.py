@@ -107,7 +107,7 @@ def test_report_from_quick_models(shared_data: Path, tmp_path: Path) -> None:
     assert len(rows) >= 24
     assert all(float(lo) <= float(hi) for _, _, lo, hi in rows)
     assert any(float(lo) != float(worst) for _, worst, lo, _ in rows)
-    floors = re.findall(r"PyTorch float32 vs float64 on the same rows: ([0-9.e+-]+)", text)
+    floors = re.findall(r"PyTorch as saved vs float64 on the same rows: ([0-9.e+-]+)", text)
     assert len(floors) == 2 and all(0 < float(f) < 1e-3 for f in floors)
 
 

@@ -86,8 +86,13 @@ def _reexport(args: argparse.Namespace) -> int:
         if not (args.models / f"{step}.pt").is_file():
             print(f"ufsim-export: error: --models {args.models}: no {step}.pt to re-export", file=sys.stderr)
             return 2
+    other = sorted(set(args.steps) - reexport.DISTILLED)
+    if args.regression_precision and other:
+        print(f"ufsim-export: error: --regression-precision: {', '.join(other)} has no regression stage; "
+              f"accepted steps: {', '.join(sorted(reexport.DISTILLED))}", file=sys.stderr)  # fmt: skip
+        return 2
     for step in args.steps:
-        report = reexport.reexport(args.models, step)
+        report = reexport.reexport(args.models, step, regression_precision=args.regression_precision)
         print(f"{step}: rewrote {args.models / f'{step}.onnx'} (max error {report.worst:.2g})")
     return 0
 
@@ -152,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reexport", help="rewrite the generators' ONNX from their <step>.pt (no retraining)")
     p.add_argument("--models", type=Path, default=Path("export/models"))
     p.add_argument("--steps", nargs="+", default=list(GENERATOR_STEPS), choices=GENERATOR_STEPS)
+    p.add_argument(
+        "--regression-precision", choices=("float32", "float64"), default=None,
+        help="run the tracking generators' regression stage in this arithmetic (rewrites <step>.pt)",
+    )  # fmt: skip
     p.set_defaults(func=_reexport)
     p = sub.add_parser("validate", help="write the validation report (export/reports/validation.md)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)

@@ -586,6 +586,11 @@ def refine_lbfgs(
 
 
 # ------------------------------------------------------------------------------------------- artifacts
+def save_original(module: nn.Module, path: Path) -> str | None:
+    """Write ``module`` (class, constructor arguments, state_dict) to ``path``; its name, None if too big."""
+    return _save_original(path, _torch_bytes(module))
+
+
 def _save_original(path: Path, payload: bytes) -> str | None:
     if len(payload) >= ORIGINAL_MAX_BYTES:
         path.unlink(missing_ok=True)
@@ -620,8 +625,7 @@ def save_generator(
         module, onnx_model, conditions, noise, name=step, rtol=rtol, tail_sigmas=tail_sigmas
     )
     onnx.save(onnx_model, out_dir / f"{step}.onnx")
-    buffer = _torch_bytes(module)
-    original = _save_original(out_dir / f"{step}.pt", buffer)
+    original = save_original(module, out_dir / f"{step}.pt")
     manifest = {
         **manifest,
         "step": step,

@@ -8,6 +8,10 @@ left-over back as a draw: a :class:`~.chained.ChainedCore` (one small network pe
 energy score) samples the residual ``y - ŷ`` given the conditions and the regression's prediction ``ŷ``,
 from noise of its own (:data:`SPREAD_NOISE` columns per output after the library's 128). So ``ŷ`` keeps
 the per-track parity the regression reached, and the sum has the library's conditional distribution.
+
+The regression may run in float64 (:data:`PRECISIONS`): its weights are fitted in float32, and only the
+arithmetic of the served graph changes (a Cast in, a Cast out), so a far-tail output follows the saved
+module to the conversion target instead of carrying float32's rounding through eleven layers.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ LIBRARY_NOISE = 128
 """The noise columns the library's generators (and so the regression stage) take."""
 SPREAD_NOISE = 4
 """Noise columns per output for the spread chain's stages, after the library's 128."""
+
+
+PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+"""Arithmetic the regression stage may run in; the spread chain and the quantile layers stay float32."""
 
 
 def two_stage_noise_dim(n_outputs: int) -> int:
@@ -51,6 +59,7 @@ class TwoStageCore(nn.Module):
         n_residual: int,
         spread_width: int,
         spread_residual: int,
+        regression_precision: str = "float32",
     ) -> None:
         super().__init__()
         self.n_conditions, self.n_outputs = n_conditions, n_outputs
@@ -62,6 +71,21 @@ class TwoStageCore(nn.Module):
             n_conditions + n_outputs, SPREAD_NOISE * n_outputs, n_outputs, width=spread_width,
             n_residual=spread_residual,
         )  # fmt: skip
+        self.regression_precision = "float32"
+        self.set_regression_precision(regression_precision)
+
+    def set_regression_precision(self, precision: str) -> None:
+        """Run the regression in ``precision`` (its parameters cast; values of float32 weights are exact)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"regression_precision={precision!r}: accepted {', '.join(PRECISIONS)}")
+        self.regression.to(PRECISIONS[precision])
+        self.regression_precision = precision
+
+    def predict(self, conditions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The regression's ŷ for core-space conditions and the library's 128 noise, in the inputs' dtype."""
+        dtype = PRECISIONS[self.regression_precision]
+        predicted: torch.Tensor = self.regression(conditions.to(dtype), noise[:, :LIBRARY_NOISE].to(dtype))
+        return predicted.to(conditions.dtype)
 
     def set_normalisation(
         self, conditions: NDArray[Any], outputs: NDArray[Any], *, min_scale: float = 1e-6
@@ -71,7 +95,7 @@ class TwoStageCore(nn.Module):
 
     def forward(self, conditions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The regression's prediction plus a residual drawn given the conditions and that prediction."""
-        predicted = self.regression(conditions, noise[:, :LIBRARY_NOISE])
+        predicted = self.predict(conditions, noise)
         residual = self.spread(torch.cat([conditions, predicted], dim=1), noise[:, LIBRARY_NOISE:])
         out: torch.Tensor = predicted + residual
         return out
@@ -92,6 +116,7 @@ class TwoStageGenerator(QuantileResidualGenerator):
         spread_residual: int = 2,
         continuous: Sequence[int] = (),
         n_knots: int = 201,
+        regression_precision: str = "float32",
     ) -> None:
         if noise_dim != two_stage_noise_dim(n_outputs):
             raise ValueError(
@@ -100,7 +125,7 @@ class TwoStageGenerator(QuantileResidualGenerator):
             )
         core = TwoStageCore(
             n_conditions, n_outputs, width=width, n_residual=n_residual, spread_width=spread_width,
-            spread_residual=spread_residual,
+            spread_residual=spread_residual, regression_precision=regression_precision,
         )  # fmt: skip
         super().__init__(
             n_conditions, noise_dim, n_outputs, width=width, n_residual=n_residual, continuous=continuous,
@@ -136,7 +161,8 @@ class TwoStageGenerator(QuantileResidualGenerator):
     def extra_state(self) -> dict[str, Any]:
         """Constructor arguments (``spread_*`` mark the class for loading)."""
         return {**super().extra_state(), "spread_width": self.spread_width,
-                "spread_residual": self.spread_residual}  # fmt: skip
+                "spread_residual": self.spread_residual,
+                "regression_precision": self.stages.regression_precision}  # fmt: skip
 
 
 def predict_regression(
@@ -145,9 +171,9 @@ def predict_regression(
     """The regression stage's ŷ in the core's (Gaussian) space, for physical conditions and 128 noise."""
     x = torch.as_tensor(module.core_conditions(conditions))
     z = torch.as_tensor(np.asarray(noise, np.float32))
-    regression = module.stages.regression
+    stages = module.stages
     with torch.no_grad():
-        parts = [regression(x[i : i + 65_536], z[i : i + 65_536]) for i in range(0, len(x), 65_536)]
+        parts = [stages.predict(x[i : i + 65_536], z[i : i + 65_536]) for i in range(0, len(x), 65_536)]
     return np.asarray(torch.cat(parts).numpy())
 
 

@@ -853,7 +853,7 @@ def fidelity_section(data_dir: Path, models_dir: Path, *, quick: bool) -> Sectio
                     f"(relative, or {FIDELITY_TARGET * TAIL_SIGMAS:g} σ in far tails)"
                 )
                 source = (
-                    f"recomputed, {rows:,} held-out tracks; PyTorch float32 vs float64 on the same rows: "
+                    f"recomputed, {rows:,} held-out tracks; PyTorch as saved vs float64 on the same rows: "
                     f"{floor:.1e}"
                 )
             worst = max((float(e) for e in errors.values()), default=0.0)

@@ -109,8 +109,9 @@ def fidelity(
     """ONNX vs the saved PyTorch generator on ``n`` held-out tracks with fresh noise.
 
     Returns the tail-aware error (:func:`tail_aware_error`) per ONNX batch size, the number of rows, and
-    the same error of the PyTorch module in float32 against itself in float64: the float32 rounding the
-    network amplifies on its own, which no float32 implementation can be expected to beat by much.
+    the same error of the PyTorch module as saved (float32, or a float64 regression stage) against itself
+    in float64 throughout: the rounding the network amplifies on its own, which no implementation of the
+    same arithmetic can be expected to beat by much.
     """
     tracks = held_out_tracks(data_dir, max(n, QUICK_ROWS))
     cond, _, _ = student_inputs(step, tracks)
@@ -120,7 +121,7 @@ def fidelity(
     with torch.no_grad():
         expected = module(torch.from_numpy(cond), torch.from_numpy(noise)).numpy()
         exact = module.double()(torch.from_numpy(cond).double(), torch.from_numpy(noise).double()).numpy()
-    float32_floor = tail_aware_error(exact, expected)
+    rounding_floor = tail_aware_error(exact, expected)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
@@ -133,4 +134,4 @@ def fidelity(
             ]
         )
         errors[int(batch)] = tail_aware_error(expected, got)
-    return errors, len(cond), float32_floor
+    return errors, len(cond), rounding_floor
