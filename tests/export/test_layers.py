@@ -19,6 +19,7 @@ PACKAGES = {
     "ufsim_serve": ROOT / "deploy" / "local" / "src" / "ufsim_serve",
 }
 LAYERS = (
+    "files",
     "spec",
     "graphs",
     "models",

@@ -21,6 +21,19 @@ from ufsim_export.training.two_stage import TwoStageGenerator
 MODELS = Path(__file__).resolve().parents[2] / "export" / "models"
 
 
+def _onnx_error(module: torch.nn.Module, onnx_path: Path, rows: int, *, seed: int) -> float:
+    """max |onnx - module| / max(|module|, σ) on knot-drawn conditions and N(0, 1) noise."""
+    conditions = knot_conditions(module, rows, seed=seed)
+    noise_dim = inner_generator(module).noise_dim
+    noise = np.random.default_rng(seed + 1).standard_normal((rows, noise_dim)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(conditions), torch.from_numpy(noise)).numpy()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"conditions": conditions, "noise": noise})[0]
+    scale = np.maximum(np.abs(expected), expected.std(axis=0))
+    return float(np.max(np.abs(got - expected) / scale))
+
+
 @pytest.mark.parametrize("step", ["muon", "global_pid"])
 def test_reexported_graph_computes_the_saved_module(step: str, tmp_path: Path) -> None:
     """A plain generator and the wrapped global PID (masking, passthrough logits) both round-trip."""
@@ -29,16 +42,7 @@ def test_reexported_graph_computes_the_saved_module(step: str, tmp_path: Path) -
     (tmp_path / f"{step}.onnx").unlink()
     assert main(["reexport", "--models", str(tmp_path), "--steps", step]) == 0
 
-    module = load_module(tmp_path / f"{step}.pt")
-    conditions = knot_conditions(module, 3000, seed=11)
-    noise_dim = inner_generator(module).noise_dim
-    noise = np.random.default_rng(5).standard_normal((3000, noise_dim)).astype(np.float32)
-    with torch.no_grad():
-        expected = module(torch.from_numpy(conditions), torch.from_numpy(noise)).numpy()
-    session = ort.InferenceSession(str(tmp_path / f"{step}.onnx"), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"conditions": conditions, "noise": noise})[0]
-    scale = np.maximum(np.abs(expected), expected.std(axis=0))
-    assert np.max(np.abs(got - expected) / scale) <= 1e-5
+    assert _onnx_error(load_module(tmp_path / f"{step}.pt"), tmp_path / f"{step}.onnx", 3000, seed=11) <= 1e-5
 
     manifest = json.loads((tmp_path / f"{step}.json").read_text())
     assert manifest["onnx_export"]["pt_sha256"] == sha256_file(tmp_path / f"{step}.pt")
@@ -75,17 +79,7 @@ def test_reexport_switches_the_regression_to_float64_and_rewrites_the_saved_modu
     assert manifest["onnx_export"]["regression_precision"] == "float64"
     assert manifest["onnx_export"]["pt_sha256"] == sha256_file(tmp_path / f"{step}.pt")
     assert manifest["onnx_export"]["pt_sha256"] != sha256_file(MODELS / f"{step}.pt")
-
-    conditions = knot_conditions(module, 2000, seed=3)
-    noise = (
-        np.random.default_rng(4).standard_normal((2000, inner_generator(module).noise_dim)).astype(np.float32)
-    )
-    with torch.no_grad():
-        expected = module(torch.from_numpy(conditions), torch.from_numpy(noise)).numpy()
-    session = ort.InferenceSession(str(tmp_path / f"{step}.onnx"), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"conditions": conditions, "noise": noise})[0]
-    scale = np.maximum(np.abs(expected), expected.std(axis=0))
-    assert np.max(np.abs(got - expected) / scale) <= 2e-5
+    assert _onnx_error(module, tmp_path / f"{step}.onnx", 2000, seed=3) <= 2e-5
 
 
 def test_regression_precision_of_a_step_without_a_regression_is_refused(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -43,8 +44,18 @@ def test_committed_models_match_the_spec(spec: PipelineSpec, repo_root: Path) ->
 def test_committed_repository_is_what_make_repository_builds(
     spec: PipelineSpec, repo_root: Path, tmp_path: Path
 ) -> None:
-    """Graph code, spec or export/models changed without `make repository`: the deployed models are stale."""
-    built = write_repository(spec, repo_root / "export" / "models", tmp_path / "model_repository")
+    """Graph code, spec or export/models changed without `make repository`: the deployed models are stale.
+
+    Built under umask 022, every folder and file has the mode any other would (a Triton container that
+    runs as another user reads them; temporary-file modes 0o700 / 0o600 would lock it out).
+    """
+    old_umask = os.umask(0o022)
+    try:
+        built = write_repository(spec, repo_root / "export" / "models", tmp_path / "model_repository")
+    finally:
+        os.umask(old_umask)
+    modes = {(p.is_dir(), p.stat().st_mode & 0o777) for p in [built, *built.rglob("*")]}
+    assert modes == {(True, 0o755), (False, 0o644)}
     stale = [
         str(path.relative_to(built))
         for path in sorted(built.rglob("*"))

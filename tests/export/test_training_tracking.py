@@ -237,14 +237,14 @@ def test_piecewise_layer_is_linear_interpolation_between_its_knots() -> None:
 
 
 def test_quantile_generator_round_trips_through_state_dict(tmp_path: Path) -> None:
-    from ufsim_export.training.common import _torch_bytes
+    from ufsim_export.training.common import save_original
 
     rng = np.random.default_rng(0)
     cond = np.c_[rng.normal(size=(3000, 2)), rng.integers(0, 2, (3000, 1))].astype(np.float32)
     out = np.c_[rng.exponential(size=3000), rng.normal(size=3000)].astype(np.float32)
     module = QuantileResidualGenerator(3, 8, 2, width=16, n_residual=2, continuous=[0, 1])
     module.fit_transforms(cond, out)
-    (tmp_path / "g.pt").write_bytes(_torch_bytes(module))
+    save_original(module, tmp_path / "g.pt")
     again = load_quantile_generator(tmp_path / "g.pt")
     z = torch.randn(50, 8)
     c = torch.as_tensor(cond[:50])

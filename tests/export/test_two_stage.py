@@ -13,6 +13,7 @@ from ufsim_export.training.common import (
     fit_deterministic,
     phase_space_weights,
     refine_lbfgs,
+    save_original,
     standardised_mse,
 )
 from ufsim_export.training.saved import load_quantile_generator
@@ -109,16 +110,20 @@ def test_two_stage_generator_names_the_noise_width_it_takes() -> None:
         TwoStageGenerator(12, 128, 9)
 
 
-def test_two_stage_generator_reloads_from_its_saved_module(tmp_path: Path) -> None:
-    from ufsim_export.training.common import _torch_bytes
-
-    torch.manual_seed(1)
-    c, z, y = _toy(2_000, 3)
-    module = TwoStageGenerator(1, two_stage_noise_dim(1), 1, width=16, n_residual=1, spread_width=8,
+def _fitted_toy(seed: int, n_residual: int) -> tuple[TwoStageGenerator, np.ndarray, np.ndarray]:
+    """A small two-stage generator with fitted transforms and spread chain; its conditions and noise."""
+    torch.manual_seed(seed)
+    c, z, y = _toy(2_000, seed + 2)
+    module = TwoStageGenerator(1, two_stage_noise_dim(1), 1, width=16, n_residual=n_residual, spread_width=8,
                                spread_residual=1, continuous=[0], n_knots=21)  # fmt: skip
     module.fit_transforms(c, y)
     fit_spread(module, c, z, y, steps=20, seed=0)
-    (tmp_path / "g.pt").write_bytes(_torch_bytes(module))
+    return module, c, z
+
+
+def test_two_stage_generator_reloads_from_its_saved_module(tmp_path: Path) -> None:
+    module, c, _ = _fitted_toy(1, n_residual=1)
+    save_original(module, tmp_path / "g.pt")
     again = load_quantile_generator(tmp_path / "g.pt")
     assert isinstance(again, TwoStageGenerator)
     cond, noise = torch.as_tensor(c[:500]), torch.randn(500, module.noise_dim)
@@ -128,14 +133,7 @@ def test_two_stage_generator_reloads_from_its_saved_module(tmp_path: Path) -> No
 
 def test_float64_regression_computes_in_float64_and_reloads(tmp_path: Path) -> None:
     """The switch changes the regression's arithmetic only: same weights, float32 in and out, saved."""
-    from ufsim_export.training.common import _torch_bytes
-
-    torch.manual_seed(2)
-    c, z, y = _toy(2_000, 4)
-    module = TwoStageGenerator(1, two_stage_noise_dim(1), 1, width=16, n_residual=2, spread_width=8,
-                               spread_residual=1, continuous=[0], n_knots=21)  # fmt: skip
-    module.fit_transforms(c, y)
-    fit_spread(module, c, z, y, steps=20, seed=0)
+    module, c, z = _fitted_toy(2, n_residual=2)
     single = predict_regression(module, c, z[:, :LIBRARY_NOISE])
     module.stages.set_regression_precision("float64")
     assert module.stages.regression.inp.weight.dtype == torch.float64
@@ -149,7 +147,7 @@ def test_float64_regression_computes_in_float64_and_reloads(tmp_path: Path) -> N
     assert not np.array_equal(single, double)  # float32 rounding differs somewhere in 2,000 rows
     np.testing.assert_allclose(single, double, atol=1e-5)
 
-    (tmp_path / "g.pt").write_bytes(_torch_bytes(module))
+    save_original(module, tmp_path / "g.pt")
     again = load_quantile_generator(tmp_path / "g.pt")
     assert isinstance(again, TwoStageGenerator) and again.stages.regression_precision == "float64"
     cond, noise = torch.as_tensor(c[:500]), torch.randn(500, module.noise_dim)

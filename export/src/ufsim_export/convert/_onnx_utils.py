@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import onnx
+
+from ..files import replacing
+
+
+def save_model(model: onnx.ModelProto, path: Path) -> Path:
+    """``onnx.save`` to ``path`` atomically (:func:`~ufsim_export.files.replacing`)."""
+    with replacing(path) as tmp:
+        onnx.save(model, tmp)
+    return Path(path)
 
 
 def keep_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:

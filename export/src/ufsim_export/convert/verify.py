@@ -98,10 +98,10 @@ def check_production_compat(onnx_model: onnx.ModelProto) -> None:
         )
 
 
-def onnx_session(onnx_model: onnx.ModelProto | Path) -> ort.InferenceSession:
-    """A one-thread CPU session of a model in memory or on disk."""
+def onnx_session(onnx_model: onnx.ModelProto | Path, *, threads: int = 1) -> ort.InferenceSession:
+    """A CPU session (``threads`` intra-op threads, one by default) of a model in memory or on disk."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     source = str(onnx_model) if isinstance(onnx_model, Path) else onnx_model.SerializeToString()
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

@@ -24,8 +24,8 @@ import hashlib
 import json
 import os
 import pickle
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from numpy.typing import NDArray
 from tritonclient.grpc import model_config_pb2 as mc
 
+from ..files import write_text
 from ..graphs import pv
 from ..graphs.builder import ONNX_TYPES
 from ..graphs.steps import adapt_learnt, build_graph_step
@@ -107,18 +108,6 @@ def ensemble_config(spec: PipelineSpec, identity: dict[str, str] | None = None) 
     for key, value in (identity or {}).items():
         config.parameters[key].string_value = value
     return HEADER.format(source=_source(spec)) + text_format.MessageToString(config)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_model_io(spec: PipelineSpec, step: StepSpec, model: onnx.ModelProto) -> None:
@@ -229,12 +218,12 @@ def write_configs(spec: PipelineSpec, out: Path, manifest: dict[str, object] | N
     for step in spec.steps:
         path = out / step.name / "config.pbtxt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, model_config(spec, step))
+        write_text(path, model_config(spec, step))
         written.append(path)
     path = out / spec.name / "config.pbtxt"
     (out / spec.name / "1").mkdir(parents=True, exist_ok=True)
     (out / spec.name / "1" / ".gitkeep").touch()  # an ensemble's version directory is empty but required
-    _write_atomic(path, ensemble_config(spec, identity_parameters(manifest)))
+    write_text(path, ensemble_config(spec, identity_parameters(manifest)))
     written.append(path)
     written.append(pv.write_config(out))
     return written
@@ -257,7 +246,8 @@ def write_repository(
     gbdt_rows = _served_gbdt_rows(spec) if gbdt_implementation is not None else None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    staging.mkdir()  # mode 0o777 less the umask, as any folder (mkdtemp's 0o700 locks out Triton's user)
     try:
         checksums: dict[str, str] = {}
         for step in spec.steps:

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 from numpy.typing import NDArray
 from scipy.special import ndtr
@@ -40,9 +39,11 @@ from tqdm.auto import tqdm
 
 from ufsim_client.keys import splitmix64
 
+from ..convert._onnx_utils import save_model
 from ..convert.gbdt import gbdt_to_onnx
 from ..convert.generator import generator_to_onnx
 from ..convert.verify import VerificationReport, verify_classifier, verify_generator
+from ..files import write_bytes, write_text
 from ..models import ResidualGenerator
 
 ORIGINAL_MAX_BYTES = 5 * 1024 * 1024
@@ -119,9 +120,15 @@ def write_manifest(path: Path, manifest: dict[str, Any]) -> Path:
             return str(obj)
         raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(manifest, indent=2, default=default) + "\n")
-    return path
+    return write_text(path, json.dumps(manifest, indent=2, default=default) + "\n")
+
+
+def set_training_seconds(path: Path, seconds: float) -> Path:
+    """Record the wall time a step's training took in the manifest beside ``path`` (``<step>.json``)."""
+    manifest_path = Path(path).with_suffix(".json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest["training_seconds"] = round(seconds, 1)
+    return write_manifest(manifest_path, manifest)
 
 
 # ------------------------------------------------------------------------------------------- reproducibility
@@ -595,7 +602,7 @@ def _save_original(path: Path, payload: bytes) -> str | None:
     if len(payload) >= ORIGINAL_MAX_BYTES:
         path.unlink(missing_ok=True)
         return None
-    path.write_bytes(payload)
+    write_bytes(path, payload)
     return path.name
 
 
@@ -624,7 +631,7 @@ def save_generator(
     report = verify_generator(
         module, onnx_model, conditions, noise, name=step, rtol=rtol, tail_sigmas=tail_sigmas
     )
-    onnx.save(onnx_model, out_dir / f"{step}.onnx")
+    save_model(onnx_model, out_dir / f"{step}.onnx")
     original = save_original(module, out_dir / f"{step}.pt")
     manifest = {
         **manifest,
@@ -666,7 +673,7 @@ def save_gbdt(
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
         onnx_model = gbdt_to_onnx(model, features[:256], implementation=implementation)
         report = verify_classifier(model, onnx_model, features, name=step)
-    onnx.save(onnx_model, out_dir / f"{step}.onnx")
+    save_model(onnx_model, out_dir / f"{step}.onnx")
     original = _save_original(out_dir / f"{step}.pkl", pickle.dumps(model))
     manifest = {
         **manifest,

@@ -43,6 +43,7 @@ from .common import (
     refine_lbfgs,
     save_generator,
     seed_everything,
+    set_training_seconds,
     sha256_file,
     sha256_files,
 )
@@ -347,7 +348,7 @@ def train_step(
         module, out_dir, step, conditions=vC[rows], noise_dim=module.noise_dim, manifest=manifest, seed=seed,
         rtol=VERIFY_RTOL,
     )  # fmt: skip
-    _set_training_seconds(path, time.perf_counter() - start)
+    set_training_seconds(path, time.perf_counter() - start)
     return path
 
 
@@ -412,13 +413,6 @@ def warm_start_parent(model_dir: Path, step: str, config: DistillConfig) -> Pare
     if not path.is_file() or not manifest_path.is_file():
         raise FileNotFoundError(f"{path}: warm start needs the committed {step}.pt and {step}.json")
     return Parent(path, sha256_file(path), json.loads(manifest_path.read_text()))
-
-
-def _set_training_seconds(path: Path, seconds: float) -> None:
-    manifest_path = path.with_suffix(".json")
-    manifest = json.loads(manifest_path.read_text())
-    manifest["training_seconds"] = round(seconds, 1)
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def library_sha(data_dir: Path) -> str:

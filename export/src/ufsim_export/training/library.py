@@ -26,6 +26,8 @@ import pandas as pd
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
+from ..files import replacing
+
 LIBRARY_GLOB = "library/*.so"
 NOISE_DIM = 128
 CHUNK_ROWS = 8192
@@ -250,10 +252,8 @@ def labelled_set(
         seed=seed, stream=COVARIANCE_STREAM, workers=workers,
     )  # fmt: skip
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, conditions=conditions, resolution=resolution, covariance=covariance)
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            np.savez(tmp, conditions=conditions, resolution=resolution, covariance=covariance)
     return LabelledSet(conditions, resolution, covariance, seed)
 
 

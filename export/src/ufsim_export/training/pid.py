@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -75,6 +74,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 from torch import nn
 
 from ..convert.verify import TAIL_SIGMAS, onnx_session, run_chunks
+from ..files import write_bytes
 from ..metrics import (
     ETA_EDGES,
     LOG10P_EDGES,
@@ -733,12 +733,7 @@ def select_candidate(
     manifest["training_seconds"] = round(
         sum(seconds.values()) + manifest["selection"]["selection_seconds"], 1
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
     for name in (f"{step}.onnx", f"{step}.pt"):
-        tmp = out_dir / f".{name}.tmp"
-        tmp.write_bytes((source / name).read_bytes())
-        os.replace(tmp, out_dir / name)
-    tmp = out_dir / f".{step}.json.tmp"
-    write_manifest(tmp, manifest)
-    os.replace(tmp, out_dir / f"{step}.json")
+        write_bytes(out_dir / name, (source / name).read_bytes())
+    write_manifest(out_dir / f"{step}.json", manifest)
     return out_dir / f"{step}.onnx"

@@ -13,11 +13,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnx
 from numpy.typing import NDArray
 from torch import nn
 
 from ..convert import generator_to_onnx
+from ..convert._onnx_utils import save_model
 from ..convert.verify import VerificationReport, verify_generator
 from .common import git_commit, save_original, sha256_file, write_manifest
 from .distill import VERIFY_RTOL
@@ -67,7 +67,7 @@ def reexport(
     model = generator_to_onnx(module, inner.n_conditions, inner.noise_dim)
     rtol = VERIFY_RTOL if step in DISTILLED else 1e-5
     report = verify_generator(module, model, conditions, noise, name=step, rtol=rtol)
-    onnx.save(model, models_dir / f"{step}.onnx")
+    save_model(model, models_dir / f"{step}.onnx")
     if regression_precision is not None:
         save_original(module, pt_path)
     manifest_path = models_dir / f"{step}.json"

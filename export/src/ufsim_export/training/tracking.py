@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import time
 import warnings
 from collections.abc import Callable
@@ -45,6 +44,7 @@ from .common import (
     library_versions,
     save_gbdt,
     seed_everything,
+    set_training_seconds,
     sha256_files,
 )
 from .library import library_path
@@ -318,13 +318,6 @@ def train(
     return written
 
 
-def _finish_manifest(path: Path, seconds: float) -> None:
-    manifest_path = path.with_suffix(".json")
-    manifest = json.loads(manifest_path.read_text())
-    manifest["training_seconds"] = round(seconds, 1)
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-
-
 def _particles(
     data_dir: Path, seed: int, max_rows: int | None
 ) -> tuple[pd.DataFrame, NDArray[np.integer[Any]], NDArray[np.integer[Any]]]:
@@ -350,7 +343,7 @@ def _train_acceptance(
     manifest["labels"] = "soft: the library's P(in acceptance), one weighted row per class"
     manifest["validation"] = classifier_metrics(predict_proba(model, X[va]), probs[va])
     path, _ = save_gbdt(model, out_dir, "acceptance", features=_verification_rows(X, va), manifest=manifest)
-    _finish_manifest(path, time.perf_counter() - start)
+    set_training_seconds(path, time.perf_counter() - start)
     return path
 
 
@@ -383,7 +376,7 @@ def _train_efficiency(
     path, _ = save_gbdt(
         model, out_dir, "tracking_efficiency", features=_verification_rows(X, va), manifest=manifest
     )
-    _finish_manifest(path, time.perf_counter() - start)
+    set_training_seconds(path, time.perf_counter() - start)
     return path
 
 

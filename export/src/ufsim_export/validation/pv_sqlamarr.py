@@ -26,6 +26,7 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 from scipy import stats
 
+from ..files import write_text
 from ..graphs import rng
 
 __all__ = ["compare", "run_sqlamarr", "served_smearing", "write_report"]
@@ -155,7 +156,7 @@ def write_report(out: Path, *, repeats: int, seed: int = 1) -> Path:
         "",
     ]
     path = out / "pv_sqlamarr.md"
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))
     return path
 
 
