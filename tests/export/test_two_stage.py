@@ -3,6 +3,7 @@ draws what the noise does not resolve."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +163,11 @@ def test_regression_precision_names_what_is_accepted() -> None:
     with pytest.raises(ValueError, match=r"regression_precision='float16': accepted float32, float64"):
         module.stages.set_regression_precision("float16")
     assert module.stages.regression_precision == "float32"
+
+
+def test_a_config_with_an_unknown_precision_is_refused_before_any_training() -> None:
+    from ufsim_export.training.distill import QUICK_RESOLUTION, DistillConfig
+
+    with pytest.raises(ValueError, match=r"regression_precision='half': accepted float32, float64"):
+        dataclasses.replace(QUICK_RESOLUTION, regression_precision="half")
+    assert DistillConfig().regression_precision == "float32"

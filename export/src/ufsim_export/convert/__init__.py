@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._onnx_utils import save_model
 from .gbdt import IMPLEMENTATIONS, GBDTConversionError, gbdt_to_onnx, max_tree_depth, model_family
 from .generator import GeneratorConversionError, generator_to_onnx
 
@@ -13,4 +14,5 @@ __all__ = [
     "generator_to_onnx",
     "max_tree_depth",
     "model_family",
+    "save_model",
 ]

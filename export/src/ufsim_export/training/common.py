@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from ufsim_client.keys import splitmix64
 
-from ..convert._onnx_utils import save_model
+from ..convert import save_model
 from ..convert.gbdt import gbdt_to_onnx
 from ..convert.generator import generator_to_onnx
 from ..convert.verify import VerificationReport, verify_classifier, verify_generator

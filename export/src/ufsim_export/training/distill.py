@@ -51,6 +51,7 @@ from .library import DEFAULT_CACHE, LabelledSet, labelled_set, library_path, log
 from .saved import load_quantile_generator
 from .two_stage import (
     LIBRARY_NOISE,
+    PRECISIONS,
     SPREAD_NOISE,
     TwoStageGenerator,
     fit_spread,
@@ -114,6 +115,13 @@ class DistillConfig:
     regression_precision: str = "float32"
     """Arithmetic of the saved and served regression stage (``float32`` or ``float64``; fitted in float32
     either way): see :data:`FULL_RESOLUTION`."""
+
+    def __post_init__(self) -> None:
+        if self.regression_precision not in PRECISIONS:
+            raise ValueError(
+                f"DistillConfig.regression_precision={self.regression_precision!r}: accepted "
+                f"{', '.join(PRECISIONS)}"
+            )
 
     def label_seeds(self, seed: int) -> list[int]:
         """Library seeds of this round's training labels, one per labelled set."""

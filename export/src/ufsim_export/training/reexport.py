@@ -16,8 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 from torch import nn
 
-from ..convert import generator_to_onnx
-from ..convert._onnx_utils import save_model
+from ..convert import generator_to_onnx, save_model
 from ..convert.verify import VerificationReport, verify_generator
 from .common import git_commit, save_original, sha256_file, write_manifest
 from .distill import VERIFY_RTOL
