@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 
 from ufsim_export.spec import PipelineSpec, default_spec_path, load_spec
@@ -53,3 +57,25 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     (folder / "ca.crt").write_bytes((folder / "tls.crt").read_bytes())
     return folder
+
+
+@pytest.fixture(scope="session")
+def inflated_candidate() -> Callable[[Path, Path, str, int], None]:
+    """Copy a trained candidate ``step`` from one folder to another as seed ``seed``, its served ONNX output
+    multiplied by 4 (the same graph with one more ``Mul``): a degraded run a selection must reject."""
+
+    def make(good: Path, bad: Path, step: str, seed: int) -> None:
+        bad.mkdir(parents=True, exist_ok=True)
+        (bad / f"{step}.pt").write_bytes((good / f"{step}.pt").read_bytes())
+        manifest = json.loads((good / f"{step}.json").read_text())
+        (bad / f"{step}.json").write_text(json.dumps({**manifest, "seed": seed}))
+        model = onnx.load(good / f"{step}.onnx")
+        last = next(node for node in model.graph.node if "output" in node.output)
+        last.output[list(last.output).index("output")] = "unscaled"
+        model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(4.0, np.float32), "inflate"))
+        model.graph.node.append(
+            onnx.helper.make_node("Mul", ["unscaled", "inflate"], ["output"], name="inflate")
+        )
+        onnx.save(model, bad / f"{step}.onnx")
+
+    return make

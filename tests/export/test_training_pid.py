@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -338,22 +339,13 @@ def test_selection_keeps_the_candidate_with_the_lowest_worst_bin(tmp_path: Path)
     )
 
 
-def test_selection_rejects_a_degraded_candidate(tmp_path: Path) -> None:
+def test_selection_rejects_a_degraded_candidate(
+    tmp_path: Path, inflated_candidate: Callable[[Path, Path, str, int], None]
+) -> None:
     """A candidate whose served draws are inflated loses, whatever its order; the good files are kept."""
     good, bad, out = tmp_path / "good", tmp_path / "bad", tmp_path / "out"
     pid.train_generator_step("rich", good, seed=1, quick=True)
-    bad.mkdir()
-    (bad / "rich.pt").write_bytes((good / "rich.pt").read_bytes())
-    manifest = json.loads((good / "rich.json").read_text())
-    (bad / "rich.json").write_text(json.dumps({**manifest, "seed": 7}))
-    model = onnx.load(good / "rich.onnx")  # the same graph, its output times 4
-    last = next(node for node in model.graph.node if "output" in node.output)
-    last.output[list(last.output).index("output")] = "unscaled"
-    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(4.0, np.float32), "inflate"))
-    model.graph.node.append(
-        onnx.helper.make_node("Mul", ["unscaled", "inflate"], ["output"], name="inflate_mul")
-    )
-    onnx.save(model, bad / "rich.onnx")
+    inflated_candidate(good, bad, "rich", 7)
     pid.select_candidate("rich", [bad, good], out, seed=1, quick=True)
     kept = json.loads((out / "rich.json").read_text())
     scores = kept["selection"]["worst_bin_w1_over_sigma"]

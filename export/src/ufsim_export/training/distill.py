@@ -22,7 +22,9 @@ The p99 target (0.3) needs errors about 10x smaller, far beyond these CPU budget
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,8 @@ import pandas as pd
 import torch
 from numpy.typing import NDArray
 
+from ..convert.verify import onnx_session
+from ..metrics import MIN_BIN_ROWS
 from .common import (
     N_THREADS,
     FitHistory,
@@ -49,6 +53,7 @@ from .common import (
 )
 from .library import DEFAULT_CACHE, LabelledSet, labelled_set, library_path, log10p_eta
 from .saved import load_quantile_generator
+from .selection import Score, keep_best, worst_bins
 from .two_stage import (
     LIBRARY_NOISE,
     PRECISIONS,
@@ -63,8 +68,10 @@ FLAG_COLUMNS = frozenset({"mc_is_e", "mc_is_mu", "mc_is_h", "is_long", "is_upstr
 TRAIN_SEED_OFFSET = 1
 LABEL_ROUND_STRIDE = 100
 VAL_SEED_OFFSET = 7_001
-"""Labelled-set seeds: training ``seed + 1 + 100 x label_round``, held-out ``seed + 7001`` (the report uses
-its own)."""
+SELECTION_SEED_OFFSET = 9_001
+"""Labelled-set seeds: training ``seed + 1 + 100 x label_round``, held-out ``seed + 7001``, the candidates'
+selection sample ``seed + 9001`` (the report uses its own)."""
+SELECTION_MIN_BIN_ROWS = 5_000
 VERIFY_RTOL = 2e-4
 """Training-time ONNX check (a guard against export bugs), |Δ| <= 2e-4 max(|y|, σ); the report checks the
 exact target (1e-5 relative, or 1e-4 σ in tails). In float32 throughout, the core's rounding (|Δz| up to
@@ -115,8 +122,15 @@ class DistillConfig:
     regression_precision: str = "float32"
     """Arithmetic of the saved and served regression stage (``float32`` or ``float64``; fitted in float32
     either way): see :data:`FULL_RESOLUTION`."""
+    candidates: int = 1
+    """Runs (seeds ``seed``, ``seed + 1``, ...) fitted; the best on the selection sample is kept
+    (:func:`train_selected`)."""
+    selection_rows: int = 1_000_000
+    """Library-labelled validation-split tracks the candidates are scored on."""
 
     def __post_init__(self) -> None:
+        if self.candidates < 1:
+            raise ValueError(f"DistillConfig.candidates={self.candidates}: need at least one run")
         if self.regression_precision not in PRECISIONS:
             raise ValueError(
                 f"DistillConfig.regression_precision={self.regression_precision!r}: accepted "
@@ -141,6 +155,7 @@ FULL_RESOLUTION = DistillConfig(
     spread_rows=2_000_000,
     spread_balance=0.75,
     regression_precision="float64",
+    candidates=3,
 )
 FULL_COVARIANCE = replace(FULL_RESOLUTION, n_residual=8, spread_steps=40_000, regression_precision="float32")
 """Both keep the committed regression and fit the spread chain on its residuals (``epochs=0``), on all 2M
@@ -358,6 +373,103 @@ def train_step(
     )  # fmt: skip
     set_training_seconds(path, time.perf_counter() - start)
     return path
+
+
+def train_selected(
+    step: str,
+    data_dir: Path,
+    out_dir: Path,
+    particles: pd.DataFrame,
+    validation_mask: NDArray[Any],
+    cond_names: tuple[str, ...],
+    out_names: tuple[str, ...],
+    config: DistillConfig,
+    *,
+    seed: int,
+    data_sha: str,
+    cache_dir: Path | None = DEFAULT_CACHE,
+    threads: int = N_THREADS,
+) -> Path:
+    """Fit ``config.candidates`` runs of :func:`train_step` (seeds ``seed``, ``seed + 1``, ...), keep one.
+
+    Each run warm-starts from ``out_dir``'s model when the config says so; :func:`select_candidate` picks.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{step}-candidates-") as tmp:
+        dirs = [
+            train_step(
+                step, data_dir, Path(tmp) / f"seed{seed + k}", particles, validation_mask, cond_names,
+                out_names, config, seed=seed + k, data_sha=data_sha, cache_dir=cache_dir, threads=threads,
+                parent_dir=out_dir,
+            ).parent
+            for k in range(config.candidates)
+        ]  # fmt: skip
+        return select_candidate(
+            step, dirs, out_dir, data_dir, particles[validation_mask].reset_index(drop=True), out_names,
+            seed=seed, rows=config.selection_rows, cache_dir=cache_dir,
+        )  # fmt: skip
+
+
+def select_candidate(
+    step: str,
+    candidate_dirs: Sequence[Path],
+    out_dir: Path,
+    data_dir: Path,
+    val_particles: pd.DataFrame,
+    out_names: tuple[str, ...],
+    *,
+    seed: int,
+    rows: int,
+    cache_dir: Path | None = DEFAULT_CACHE,
+) -> Path:
+    """Keep the candidate whose worst output's worst (p, η) bin is lowest against the library.
+
+    The selection sample: ``rows`` validation-split tracks labelled by the library at seed
+    ``seed + 9001`` (no fit, manifest or report uses it), fresh noise for the candidates' ONNX.
+    :func:`.selection.keep_best` writes the winner to ``out_dir``.
+    """
+    start = time.perf_counter()
+    sample_seed = seed + SELECTION_SEED_OFFSET
+    labelled = labelled_set(data_dir, val_particles, rows, seed=sample_seed, cache_dir=cache_dir)
+    conditions, _, reference = student_inputs(step, labelled)
+    log10p, eta = log10p_eta(labelled.conditions)
+    min_rows = SELECTION_MIN_BIN_ROWS if rows >= 200_000 else MIN_BIN_ROWS
+    score = _worst_bin_score(
+        conditions, reference, log10p, eta, out_names, seed=sample_seed, min_rows=min_rows
+    )
+    sample = {"tracks": rows, "particles": "validation split", "library_seed": sample_seed,
+              "noise_seed": sample_seed, "min_bin_rows": min_rows}  # fmt: skip
+    return keep_best(step, candidate_dirs, out_dir, score, sample, started=start)
+
+
+def _worst_bin_score(
+    conditions: NDArray[Any],
+    reference: NDArray[Any],
+    log10p: NDArray[Any],
+    eta: NDArray[Any],
+    out_names: tuple[str, ...],
+    *,
+    seed: int,
+    min_rows: int,
+) -> Score:
+    """Per output worst-bin W1/σ of an ONNX generator against ``reference``.
+
+    The noise is drawn 65,536 rows at a time from one seeded stream, so every candidate gets the same.
+    """
+    conditions = np.ascontiguousarray(conditions, np.float32)
+
+    def score(onnx_path: Path) -> dict[str, float]:
+        session = onnx_session(onnx_path)
+        rng = np.random.default_rng(seed)
+        noise_dim = two_stage_noise_dim(len(out_names))
+        parts = []
+        for begin in range(0, len(conditions), 65_536):
+            chunk = conditions[begin : begin + 65_536]
+            noise = rng.standard_normal((len(chunk), noise_dim), dtype=np.float32)
+            parts.append(session.run(None, {"conditions": chunk, "noise": noise})[0])
+        return worst_bins(reference, np.concatenate(parts), log10p, eta, out_names, min_rows=min_rows)
+
+    return score
 
 
 def _student(

@@ -57,7 +57,6 @@ truth vs model.
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -74,12 +73,8 @@ from sklearn.metrics import log_loss, roc_auc_score
 from torch import nn
 
 from ..convert.verify import TAIL_SIGMAS, onnx_session, run_chunks
-from ..files import write_bytes
 from ..metrics import (
-    ETA_EDGES,
-    LOG10P_EDGES,
     MIN_BIN_ROWS,
-    binned_w1_over_sigma,
     c2st_auc,
     w1_over_sigma,
 )
@@ -95,8 +90,8 @@ from .common import (
     save_gbdt,
     save_generator,
     seed_everything,
-    write_manifest,
 )
+from .selection import keep_best, worst_bins
 
 STEPS = ("is_muon", "rich", "muon", "global_pid")
 STAGE_SIZES = {
@@ -681,15 +676,9 @@ def worst_bin_w1(
     ``model`` is the generator's ONNX file: the selection scores what would be served.
     """
     fake = onnx_draws(model, frame[list(PID_FEATURES)].to_numpy(np.float32), seed=seed)
+    reference = frame[list(outputs)].to_numpy(np.float64)
     log10p, eta = frame["mc_log10_p"].to_numpy(), frame["mc_eta"].to_numpy()
-    worst = {}
-    for j, column in enumerate(outputs):
-        binned = binned_w1_over_sigma(
-            frame[column].to_numpy(np.float64), fake[:, j], log10p, eta, LOG10P_EDGES, ETA_EDGES,
-            min_rows=min_rows,
-        )  # fmt: skip
-        worst[column] = round(float(np.nanmax(binned.values)), 5)
-    return worst
+    return worst_bins(reference, fake, log10p, eta, outputs, min_rows=min_rows)
 
 
 def select_candidate(
@@ -697,9 +686,7 @@ def select_candidate(
 ) -> Path:
     """Keep the candidate whose worst output's worst (p, η) bin is lowest on :func:`selection_sample`.
 
-    Its manifest's ``training_seconds`` becomes what the model cost: every candidate's fit and the selection.
-    Its ``<step>.onnx``, ``.pt`` and ``.json`` (with the selection recorded) replace ``out_dir``'s, each
-    written beside its target and renamed into place. Returns the ONNX path.
+    :func:`.selection.keep_best` writes it to ``out_dir`` (atomically, the selection in the manifest).
     """
     if step != "rich":
         raise ValueError(f"step {step!r}: candidate selection compares RICH chains only (accepted: rich)")
@@ -707,33 +694,12 @@ def select_candidate(
     rows = _sizes(quick, step)["selection_rows"]
     frame = selection_sample(seed, rows)
     min_rows = MIN_BIN_ROWS if quick else SELECTION_MIN_BIN_ROWS
-    scores, seconds = {}, {}
-    for directory in candidate_dirs:
-        manifest = json.loads((Path(directory) / f"{step}.json").read_text())
-        run = int(manifest["seed"])
-        if run in scores:
-            raise ValueError(f"{directory}: seed {run} is already a candidate")
-        seconds[run] = float(manifest["training_seconds"])
-        scores[run] = worst_bin_w1(
-            Path(directory) / f"{step}.onnx", frame, RICH_COLUMNS,
-            seed=seed * 1000 + SELECTION_DATA_SEED + 1, min_rows=min_rows,
-        )  # fmt: skip
-    chosen = min(scores, key=lambda s: max(scores[s].values()))
-    source = Path(candidate_dirs[list(scores).index(chosen)])
-    manifest = json.loads((source / f"{step}.json").read_text())
-    manifest["selection"] = {
-        "criterion": "lowest worst (p, η)-bin W1/σ over the outputs (the report's bins)",
-        "sample": {"generator": "ufsim_export.calibration.generate", "rows": rows, "min_bin_rows": min_rows,
-                   "seed": seed * 1000 + SELECTION_DATA_SEED},
-        "worst_bin_w1_over_sigma": {str(s): v for s, v in scores.items()},
-        "chosen_seed": chosen,
-        "training_seconds": seconds,
-        "selection_seconds": round(time.perf_counter() - start, 1),
-    }  # fmt: skip
-    manifest["training_seconds"] = round(
-        sum(seconds.values()) + manifest["selection"]["selection_seconds"], 1
-    )
-    for name in (f"{step}.onnx", f"{step}.pt"):
-        write_bytes(out_dir / name, (source / name).read_bytes())
-    write_manifest(out_dir / f"{step}.json", manifest)
-    return out_dir / f"{step}.onnx"
+
+    def score(onnx_path: Path) -> dict[str, float]:
+        return worst_bin_w1(
+            onnx_path, frame, RICH_COLUMNS, seed=seed * 1000 + SELECTION_DATA_SEED + 1, min_rows=min_rows
+        )
+
+    sample = {"generator": "ufsim_export.calibration.generate", "rows": rows, "min_bin_rows": min_rows,
+              "seed": seed * 1000 + SELECTION_DATA_SEED}  # fmt: skip
+    return keep_best(step, candidate_dirs, out_dir, score, sample, started=start)

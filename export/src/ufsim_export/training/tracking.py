@@ -418,9 +418,13 @@ def _train_from_library(
     seed: int,
     threads: int,
 ) -> Path:
-    """The generator fitted to the library's own map on library-labelled tracks (:mod:`.distill`)."""
+    """The generator fitted to the library's own map on library-labelled tracks (:mod:`.distill`).
+
+    With ``config.candidates`` > 1, the best of that many runs (:func:`.distill.train_selected`).
+    """
     particles, val = load_particles(data_dir, seed=0)
-    return distill.train_step(
+    fit = distill.train_step if config.candidates == 1 else distill.train_selected
+    return fit(
         step, data_dir, out_dir, particles, val, cond_cols, out_cols, config, seed=seed, threads=threads,
         data_sha=sha256_files([data_dir / ACCEPTANCE_FILE, library_path(data_dir)]),
     )  # fmt: skip
