@@ -375,38 +375,27 @@ def train_step(
     return path
 
 
-def train_selected(
-    step: str,
-    data_dir: Path,
-    out_dir: Path,
-    particles: pd.DataFrame,
-    validation_mask: NDArray[Any],
-    cond_names: tuple[str, ...],
-    out_names: tuple[str, ...],
-    config: DistillConfig,
-    *,
-    seed: int,
-    data_sha: str,
-    cache_dir: Path | None = DEFAULT_CACHE,
-    threads: int = N_THREADS,
-) -> Path:
+def train_selected(step: str, out_dir: Path, config: DistillConfig, *, seed: int, **inputs: Any) -> Path:
     """Fit ``config.candidates`` runs of :func:`train_step` (seeds ``seed``, ``seed + 1``, ...), keep one.
 
+    ``inputs`` are :func:`train_step`'s other arguments, by keyword (``data_dir``, ``particles``,
+    ``validation_mask``, ``cond_names``, ``out_names``, ``data_sha``, optionally ``cache_dir``, ``threads``).
     Each run warm-starts from ``out_dir``'s model when the config says so; :func:`select_candidate` picks.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{step}-candidates-") as tmp:
         dirs = [
             train_step(
-                step, data_dir, Path(tmp) / f"seed{seed + k}", particles, validation_mask, cond_names,
-                out_names, config, seed=seed + k, data_sha=data_sha, cache_dir=cache_dir, threads=threads,
-                parent_dir=out_dir,
+                step, out_dir=Path(tmp) / f"seed{seed + k}", config=config, seed=seed + k, parent_dir=out_dir,
+                **inputs,
             ).parent
             for k in range(config.candidates)
         ]  # fmt: skip
+        particles, mask = inputs["particles"], inputs["validation_mask"]
         return select_candidate(
-            step, dirs, out_dir, data_dir, particles[validation_mask].reset_index(drop=True), out_names,
-            seed=seed, rows=config.selection_rows, cache_dir=cache_dir,
+            step, dirs, out_dir, inputs["data_dir"], particles[mask].reset_index(drop=True),
+            inputs["out_names"], seed=seed, rows=config.selection_rows,
+            cache_dir=inputs.get("cache_dir", DEFAULT_CACHE),
         )  # fmt: skip
 
 

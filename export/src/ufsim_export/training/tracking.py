@@ -425,6 +425,7 @@ def _train_from_library(
     particles, val = load_particles(data_dir, seed=0)
     fit = distill.train_step if config.candidates == 1 else distill.train_selected
     return fit(
-        step, data_dir, out_dir, particles, val, cond_cols, out_cols, config, seed=seed, threads=threads,
+        step, out_dir=out_dir, config=config, seed=seed, data_dir=data_dir, particles=particles,
+        validation_mask=val, cond_names=cond_cols, out_names=out_cols, threads=threads,
         data_sha=sha256_files([data_dir / ACCEPTANCE_FILE, library_path(data_dir)]),
     )  # fmt: skip
