@@ -65,5 +65,15 @@ def test_a_config_needs_at_least_one_run() -> None:
         dataclasses.replace(distill.QUICK_RESOLUTION, candidates=0)
 
 
-def test_make_train_fits_each_tracking_generator_as_the_best_of_three() -> None:
-    assert distill.FULL_RESOLUTION.candidates == distill.FULL_COVARIANCE.candidates == 3
+def test_training_routes_a_multi_run_config_through_the_selection(
+    inputs: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``tracking.train`` fits once by default and goes through ``train_selected`` when candidates > 1."""
+    calls: list[str] = []
+    monkeypatch.setattr(distill, "train_step", lambda step, **kw: calls.append(f"step {kw['seed']}"))
+    monkeypatch.setattr(distill, "train_selected", lambda step, **kw: calls.append(f"selected {kw['seed']}"))
+    args = (inputs["data_dir"], tmp_path, tracking.Columns.from_spec(), tracking.QUICK, 5, 1)
+    tracking._train_resolution(*args)
+    monkeypatch.setattr(distill, "QUICK_RESOLUTION", QUICK_TWO)
+    tracking._train_resolution(*args)
+    assert calls == ["step 5", "selected 5"]

@@ -1,9 +1,10 @@
 """Best of several training runs: each candidate's served ONNX scored on a sample no fit or report uses.
 
-One configuration's runs differ by seed as much as configurations did: RICH's worst (p, η) bin spanned
-0.044-0.074 over seeds 0-2, the tracking resolution's dtx 0.035-0.054 and dy 0.058-0.067 (worst of four
-noise draws). ``make train`` therefore fits a few seeds of such steps and keeps the run whose worst
+One configuration's runs can differ by seed as much as configurations did: RICH's worst (p, η) bin
+spanned 0.044-0.074 over seeds 0-2, so ``make train`` fits three RICH runs and keeps the one whose worst
 output's worst bin is lowest (:func:`keep_best`); the step's module supplies the score and its sample.
+The tracking generators can do the same (``DistillConfig.candidates``), measured and not adopted: their
+runs differ by less than the selection sample can resolve (see that field's docstring).
 """
 
 from __future__ import annotations
