@@ -23,6 +23,10 @@ from sklearn.metrics import roc_auc_score
 
 MIN_BIN_ROWS = 300
 """Bins with fewer reference rows are not scored (their W1 is dominated by sampling noise)."""
+TARGET_BIN_ROWS = 5_000
+"""(p, η) bins with fewer reference rows are not scored for W1/σ against the fidelity target (tracking and
+PID alike, the report and the candidate selections): the target's own threshold. Below it the W1/σ of two
+halves of the reference alone nears or passes 0.05."""
 LOG10P_EDGES = np.array([-np.inf, 3.5, 4.0, 4.5, np.inf])
 ETA_EDGES = np.array([-np.inf, 2.5, 3.5, 4.5, np.inf])
 """(log10(p/MeV), η) bins generators are scored in: the validation report, RICH's candidate selection."""

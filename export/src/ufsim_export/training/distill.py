@@ -34,8 +34,8 @@ import pandas as pd
 import torch
 from numpy.typing import NDArray
 
-from ..convert.verify import onnx_session
-from ..metrics import MIN_BIN_ROWS
+from ..convert.verify import onnx_session, run_chunks
+from ..metrics import MIN_BIN_ROWS, TARGET_BIN_ROWS
 from .common import (
     N_THREADS,
     FitHistory,
@@ -71,7 +71,6 @@ VAL_SEED_OFFSET = 7_001
 SELECTION_SEED_OFFSET = 9_001
 """Labelled-set seeds: training ``seed + 1 + 100 x label_round``, held-out ``seed + 7001``, the candidates'
 selection sample ``seed + 9001`` (the report uses its own)."""
-SELECTION_MIN_BIN_ROWS = 5_000
 VERIFY_RTOL = 2e-4
 """Training-time ONNX check (a guard against export bugs), |Δ| <= 2e-4 max(|y|, σ); the report checks the
 exact target (1e-5 relative, or 1e-4 σ in tails). In float32 throughout, the core's rounding (|Δz| up to
@@ -427,7 +426,7 @@ def select_candidate(
     labelled = labelled_set(data_dir, val_particles, rows, seed=sample_seed, cache_dir=cache_dir)
     conditions, _, reference = student_inputs(step, labelled)
     log10p, eta = log10p_eta(labelled.conditions)
-    min_rows = SELECTION_MIN_BIN_ROWS if rows >= 200_000 else MIN_BIN_ROWS
+    min_rows = TARGET_BIN_ROWS if rows >= 200_000 else MIN_BIN_ROWS
     score = _worst_bin_score(
         conditions, reference, log10p, eta, out_names, seed=sample_seed, min_rows=min_rows
     )
@@ -448,20 +447,18 @@ def _worst_bin_score(
 ) -> Score:
     """Per output worst-bin W1/σ of an ONNX generator against ``reference``.
 
-    The noise is drawn 65,536 rows at a time from one seeded stream, so every candidate gets the same.
+    The noise is drawn once from ``seed``, so every candidate gets the same.
     """
-    conditions = np.ascontiguousarray(conditions, np.float32)
+    feeds = {
+        "conditions": np.ascontiguousarray(conditions, np.float32),
+        "noise": np.random.default_rng(seed).standard_normal(
+            (len(conditions), two_stage_noise_dim(len(out_names))), dtype=np.float32
+        ),
+    }
 
     def score(onnx_path: Path) -> dict[str, float]:
-        session = onnx_session(onnx_path)
-        rng = np.random.default_rng(seed)
-        noise_dim = two_stage_noise_dim(len(out_names))
-        parts = []
-        for begin in range(0, len(conditions), 65_536):
-            chunk = conditions[begin : begin + 65_536]
-            noise = rng.standard_normal((len(chunk), noise_dim), dtype=np.float32)
-            parts.append(session.run(None, {"conditions": chunk, "noise": noise})[0])
-        return worst_bins(reference, np.concatenate(parts), log10p, eta, out_names, min_rows=min_rows)
+        model = run_chunks(onnx_session(onnx_path), feeds, 65_536)
+        return worst_bins(reference, model, log10p, eta, out_names, min_rows=min_rows)
 
     return score
 

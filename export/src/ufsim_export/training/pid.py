@@ -73,11 +73,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 from torch import nn
 
 from ..convert.verify import TAIL_SIGMAS, onnx_session, run_chunks
-from ..metrics import (
-    MIN_BIN_ROWS,
-    c2st_auc,
-    w1_over_sigma,
-)
+from ..metrics import MIN_BIN_ROWS, TARGET_BIN_ROWS, c2st_auc, w1_over_sigma
 from . import calibration
 from .calibration import GLOBAL_COLUMNS, MASS_MEV, MUON_COLUMNS, PID_FEATURES, RICH_COLUMNS, SPECIES
 from .chained import ChainedCore, ChainedGenerator, fit_chained, fit_stages
@@ -225,7 +221,6 @@ SELECTION_ROWS = 1_000_000
 SELECTION_DATA_SEED = 29
 """Selection sample: ``calibration.generate`` at data seed ``seed x 1000 + 29`` (training 21, validation 23,
 balanced phase 24; the report's 987,654), its noise at one more."""
-SELECTION_MIN_BIN_ROWS = 5_000
 
 
 class MaskedGlobalPID(nn.Module):
@@ -693,7 +688,7 @@ def select_candidate(
     start = time.perf_counter()
     rows = _sizes(quick, step)["selection_rows"]
     frame = selection_sample(seed, rows)
-    min_rows = MIN_BIN_ROWS if quick else SELECTION_MIN_BIN_ROWS
+    min_rows = MIN_BIN_ROWS if quick else TARGET_BIN_ROWS
 
     def score(onnx_path: Path) -> dict[str, float]:
         return worst_bin_w1(

@@ -65,17 +65,17 @@ def keep_best(
     """
     start = time.perf_counter() if started is None else started
     scores: dict[int, dict[str, float]] = {}
-    seconds: dict[int, float] = {}
-    for directory in candidate_dirs:
-        manifest = json.loads((Path(directory) / f"{step}.json").read_text())
+    runs: dict[int, tuple[Path, dict[str, Any]]] = {}
+    for directory in map(Path, candidate_dirs):
+        manifest = json.loads((directory / f"{step}.json").read_text())
         run = int(manifest["seed"])
         if run in scores:
             raise ValueError(f"{directory}: seed {run} is already a candidate")
-        seconds[run] = float(manifest["training_seconds"])
-        scores[run] = score(Path(directory) / f"{step}.onnx")
+        runs[run] = directory, manifest
+        scores[run] = score(directory / f"{step}.onnx")
     chosen = min(scores, key=lambda s: max(scores[s].values()))
-    source = Path(candidate_dirs[list(scores).index(chosen)])
-    manifest = json.loads((source / f"{step}.json").read_text())
+    source, manifest = runs[chosen]
+    seconds = {run: float(m["training_seconds"]) for run, (_, m) in runs.items()}
     manifest["selection"] = {
         "criterion": "lowest worst (p, η)-bin W1/σ over the outputs (the report's bins)",
         "sample": sample,

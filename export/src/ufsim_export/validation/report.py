@@ -38,6 +38,7 @@ from ..metrics import (
     ETA_EDGES,
     LOG10P_EDGES,
     MIN_BIN_ROWS,
+    TARGET_BIN_ROWS,
     BinnedW1,
     binned_mean,
     binned_mean_2d,
@@ -55,7 +56,6 @@ from ..training.tracking import EFFICIENCY_LABELS, Columns, load_particles
 from . import tracking_library
 from .tracking_library import (
     FULL_ROWS,
-    MIN_BIN_TRACKS,
     MODEL_NOISE_SEED,
     PARITY_MEDIAN_TARGET,
     PARITY_P99_TARGET,
@@ -491,7 +491,7 @@ def generator_section(
 
 def _scored_bin_rows(quick: bool) -> int:
     """Reference rows a (p, η) bin needs to be scored: the target's 5,000, or 300 for the quick report."""
-    return MIN_BIN_ROWS if quick else MIN_BIN_TRACKS
+    return MIN_BIN_ROWS if quick else TARGET_BIN_ROWS
 
 
 def _bin_floor(

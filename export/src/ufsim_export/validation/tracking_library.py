@@ -45,9 +45,6 @@ most 0.045 but for nDoF_f (0.056-0.063 at 10-32 GeV, η > 4.5), and three more b
 the target counts (η > 4.5 below 10 GeV, η < 2.5 at 10-32 GeV): the resolution's dx, dy and ghostProb and
 several covariance outputs reached 0.055-0.076 there."""
 QUICK_ROWS = 6_000
-MIN_BIN_TRACKS = 5_000
-"""(p, η) bins with fewer reference rows are not scored for W1/σ (tracking and PID alike): the fidelity
-target's own threshold. Below it the W1/σ of two halves of the reference alone nears or passes 0.05."""
 PARITY_MEDIAN_TARGET = 0.05
 PARITY_P99_TARGET = 0.3
 MODEL_NOISE_SEED = 2024
