@@ -74,6 +74,26 @@ def test_labelled_set_matches_the_library_and_is_reused_from_cache(
     np.testing.assert_allclose(ctb[:, 0] * ctb[:, 3] + ctb[:, 1] * ctb[:, 4], 0, atol=1e-5)
 
 
+def test_balanced_draw_lifts_sparse_corners_and_is_cached_apart(data: Path, tmp_path: Path) -> None:
+    particles, val = tracking.load_particles(data)
+    train = particles[~val].reset_index(drop=True)
+
+    def corner_share(conditions: np.ndarray) -> float:
+        log10p, eta = library.log10p_eta(conditions)
+        return float(np.mean((eta > 4.5) & (log10p < 4.0)))
+
+    natural = library.sample_track_conditions(train, 40_000, np.random.default_rng(5))
+    balanced = library.sample_track_conditions(train, 40_000, np.random.default_rng(5), balance=0.75)
+    assert balanced.shape == natural.shape and np.all(balanced[:, 9:].sum(axis=1) == 1)
+    assert corner_share(balanced) > 2 * corner_share(natural) > 0
+    assert len(np.unique(balanced, axis=0)) > 0.5 * len(balanced)  # mostly distinct tracks, not copies
+    subset = train.iloc[:3000].reset_index(drop=True)
+    plain = library.labelled_set(data, subset, 40, seed=3, cache_dir=tmp_path)
+    lifted = library.labelled_set(data, subset, 40, seed=3, cache_dir=tmp_path, balance=0.75)
+    assert len(list(tmp_path.glob("tracks-40-3-*.npz"))) == 2
+    assert not np.array_equal(plain.conditions, lifted.conditions)
+
+
 def test_noise_chunks_regenerate_alone_and_streams_differ() -> None:
     n = library.CHUNK_ROWS + 100
     full = library.noise_rows(3, library.RESOLUTION_STREAM, n)

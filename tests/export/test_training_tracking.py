@@ -18,7 +18,7 @@ import torch
 
 from ufsim_export.convert.verify import verify_generator
 from ufsim_export.spec import PipelineSpec
-from ufsim_export.training import distill, tracking
+from ufsim_export.training import distill, library, tracking
 from ufsim_export.training.common import (
     MonotonePiecewiseLinear,
     QuantileResidualGenerator,
@@ -121,14 +121,18 @@ def test_warm_start_continues_the_committed_model_and_records_it(
     with pytest.raises(FileNotFoundError, match="warm start needs"):
         train(config, tmp_path / "absent")
     # a fresh label round: new tracks and noise, the parent's transforms kept (they are part of its function)
-    fresh = train(dataclasses.replace(config, n_train=5_000, label_round=1), quick_models)
+    fresh = train(dataclasses.replace(config, n_train=5_000, label_round=1, label_balance=0.75), quick_models)
     child, before = load_quantile_generator(fresh.with_suffix(".pt")), load_quantile_generator(parent)
     for name in ("cond_transform", "out_transform"):
         for buffer in ("lo", "slope", "offset"):
             kept, parent_knots = (getattr(getattr(m, name), buffer) for m in (child, before))
             torch.testing.assert_close(kept, parent_knots)
     labels = json.loads(fresh.with_suffix(".json").read_text())["training"]["labels"]
-    assert f"library seeds {distill.TRAIN_SEED_OFFSET + distill.LABEL_ROUND_STRIDE}" in labels
+    round_seed = distill.TRAIN_SEED_OFFSET + distill.LABEL_ROUND_STRIDE
+    assert f"library seeds {round_seed}" in labels and "(p, η)-balanced draw, exponent 0.75" in labels
+    # the round's tracks were drawn balanced: labelled and cached under the balanced draw's own key
+    key = library._cache_key(data, particles[~val].reset_index(drop=True), 5_000, round_seed, 0.75)
+    assert (library.DEFAULT_CACHE / f"tracks-5000-{round_seed}-{key}.npz").is_file()
     with pytest.raises(ValueError, match="residual blocks"):
         train(dataclasses.replace(config, width=16), quick_models)
     # epochs=0 without L-BFGS: the parent's regression, bit for bit; only the spread is fitted

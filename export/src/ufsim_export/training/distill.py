@@ -111,6 +111,10 @@ class DistillConfig:
     spread_balance: float = 0.0
     """Exponent of the spread chain's (p, η) balancing weights (:func:`~.common.phase_space_weights`);
     0 for unit weights."""
+    label_balance: float = 0.0
+    """Exponent of the (p, η) balancing of the round's training draw (:func:`~.library.labelled_set`):
+    the tracks themselves are drawn balanced, so sparse corners get more distinct labelled tracks instead
+    of heavier weights; 0 for the natural draw. The validation labels are always drawn naturally."""
     warm_start: bool = False
     """Continue from the committed ``<step>.pt`` (transforms and regression) instead of a fresh student."""
     label_round: int = 0
@@ -263,8 +267,9 @@ def train_step(
     train_particles = particles[~validation_mask].reset_index(drop=True)
     val_particles = particles[validation_mask].reset_index(drop=True)
     label_start = time.perf_counter()
+    drawn = config.label_balance
     train_sets = [
-        labelled_set(data_dir, train_particles, config.n_train, seed=s, cache_dir=cache_dir)
+        labelled_set(data_dir, train_particles, config.n_train, seed=s, cache_dir=cache_dir, balance=drawn)
         for s in config.label_seeds(seed)
     ]
     val_set = labelled_set(data_dir, val_particles, config.n_val, seed=seed + VAL_SEED_OFFSET,
@@ -342,8 +347,9 @@ def train_step(
             "same conditions and noise as the library got, MSE in the Gaussianised output space; then the "
             "spread chain on the regression's residuals (energy score per stage, fresh noise)",
             "labels": f"{config.n_train * config.label_sets:,} reconstructed tracks (particles drawn with "
-            "P(acc) x P(reco), track type from the library's class probabilities), library seeds "
-            f"{', '.join(map(str, config.label_seeds(seed)))}",
+            "P(acc) x P(reco), track type from the library's class probabilities"
+            + (f"; (p, η)-balanced draw, exponent {config.label_balance}" if config.label_balance else "")
+            + f"), library seeds {', '.join(map(str, config.label_seeds(seed)))}",
             "noise": "N(0,1), Philox keyed by (labelled-set seed, stream, chunk); regenerated, not stored",
             "labelling_seconds": round(label_seconds, 1),
             "train_loss": [round(v, 5) for v in history.train],

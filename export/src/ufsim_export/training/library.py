@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
 from ..files import replacing
+from .common import phase_space_weights
 
 LIBRARY_GLOB = "library/*.so"
 NOISE_DIM = 128
@@ -42,6 +43,8 @@ FLAGS = ("mc_is_e", "mc_is_mu", "mc_is_h")
 TRACK_TYPES = (3, 4, 5)
 EFFICIENCY_COLUMNS = ("eff_long", "eff_upstream", "eff_downstream")
 N_OUTPUTS = {"resolution": 9, "covariance": 15}
+BALANCE_OVERSAMPLE = 4
+"""A (p, η)-balanced draw resamples its tracks from this many times as many naturally drawn ones."""
 
 
 class LibraryError(RuntimeError):
@@ -163,12 +166,21 @@ def log10p_eta(conditions: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
     return np.asarray(conditions[:, 5], np.float64), -np.log(np.tan(theta / 2))
 
 
-def sample_track_conditions(particles: pd.DataFrame, n: int, rng: np.random.Generator) -> NDArray[Any]:
+def sample_track_conditions(
+    particles: pd.DataFrame, n: int, rng: np.random.Generator, *, balance: float = 0.0
+) -> NDArray[Any]:
     """``n`` reconstructed-track resolution conditions, in the library's order.
 
     Particles are drawn with probability P(acc) x P(reconstructed), the track type from the library's
-    class probabilities.
+    class probabilities. ``balance`` > 0 draws the tracks (p, η)-balanced instead: ``BALANCE_OVERSAMPLE``
+    x n natural tracks resampled with :func:`~.common.phase_space_weights` of that exponent, so sparse
+    corners get more distinct tracks than unit-weight rows could give them.
     """
+    if balance:
+        pool = sample_track_conditions(particles, BALANCE_OVERSAMPLE * n, rng)
+        weights = phase_space_weights(*log10p_eta(pool), exponent=balance)
+        picked: NDArray[Any] = pool[rng.choice(len(pool), size=n, p=weights / weights.sum())]
+        return picked
     eff = particles[list(EFFICIENCY_COLUMNS)].to_numpy(np.float64)
     weight = particles["acceptance"].to_numpy(np.float64) * eff.sum(axis=1)
     if not np.any(weight > 0):
@@ -217,11 +229,13 @@ class LabelledSet:
         return covariance_conditions(self.conditions, self.resolution)
 
 
-def _cache_key(data_dir: Path, particles: pd.DataFrame, n: int, seed: int) -> str:
+def _cache_key(data_dir: Path, particles: pd.DataFrame, n: int, seed: int, balance: float) -> str:
     digest = hashlib.sha256()
     digest.update(library_path(data_dir).read_bytes())
     digest.update(pd.util.hash_pandas_object(particles, index=False).to_numpy().tobytes())
     digest.update(f"{n}:{seed}:{CHUNK_ROWS}:v1".encode())
+    if balance:  # natural draws keep the keys their caches were written under
+        digest.update(f":balance={balance!r}x{BALANCE_OVERSAMPLE}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -233,17 +247,21 @@ def labelled_set(
     seed: int,
     cache_dir: Path | None = DEFAULT_CACHE,
     workers: int = N_WORKERS,
+    balance: float = 0.0,
 ) -> LabelledSet:
-    """``n`` tracks from ``particles`` labelled by the library (cached by library, particles, n, seed)."""
+    """``n`` tracks from ``particles`` labelled by the library (cached by library, particles, n, seed).
+
+    ``balance``: the (p, η) balancing exponent of the draw (:func:`sample_track_conditions`), part of the key.
+    """
     if n < 1:
         raise ValueError(f"n={n}: need at least one track")
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"tracks-{n}-{seed}-{_cache_key(data_dir, particles, n, seed)}.npz"
+        path = Path(cache_dir) / f"tracks-{n}-{seed}-{_cache_key(data_dir, particles, n, seed, balance)}.npz"
         if path.is_file():
             with np.load(path) as saved:
                 return LabelledSet(saved["conditions"], saved["resolution"], saved["covariance"], seed)
-    conditions = sample_track_conditions(particles, n, np.random.default_rng([seed, 0xC0DE]))
+    conditions = sample_track_conditions(particles, n, np.random.default_rng([seed, 0xC0DE]), balance=balance)
     resolution = label(
         data_dir, "resolution", conditions, seed=seed, stream=RESOLUTION_STREAM, workers=workers
     )
