@@ -16,7 +16,12 @@ itself. Measured once, fresh students, 1M round-1 tracks, batch 512, the 20,000 
 reached validation MSE 0.167 in the library's spaces against 0.174 in ours, with the same physical
 parity (dx p99 |Δ|/σ 3.2 against 2.9, chi2PerDoF median 0.31 either way); 10 epochs in the library's
 0.140; 256 units wide, ours, 3 epochs 0.145 (dx p99 2.3). The committed regression: 0.158, dx p99 2.3.
-The p99 target (0.3) needs errors about 10x smaller, far beyond these CPU budgets.
+The p99 target (0.3) needs errors about 10x smaller, far beyond these CPU budgets: the 1 % of tracks
+that set it sit in the outputs' far tails (median |Gaussianised label| 2.5 against 0.68 for all tracks),
+where a Gaussian-space error of 0.36 becomes several σ through the steep inverse quantile map.
+Fitting the library's local slopes as well (Sobolev training: each track labelled again at 4 nearby noise
+points z + 0.02 v, the student's differences fitted to the library's) did not help: on the same 1.25M
+library calls, 6 epochs from the committed regression reached 0.1245 against plain MSE's 0.1223.
 """
 
 from __future__ import annotations
@@ -160,28 +165,42 @@ FULL_RESOLUTION = DistillConfig(
     batch_size=1024,
     lr=2e-4,
     warm_start=True,
-    label_round=1,
+    label_round=2,
+    label_balance=0.75,
     spread_rows=2_000_000,
-    spread_balance=0.75,
     regression_precision="float64",
 )
 FULL_COVARIANCE = replace(FULL_RESOLUTION, n_residual=8, spread_steps=40_000, regression_precision="float32")
-"""Both keep the committed regression and fit the spread chain on its residuals (``epochs=0``), on all 2M
-tracks of the round with (p, η)-balancing weights (``spread_balance``; 1.31M effective rows, the sparsest
-tracks weighted 10x). Against the unweighted chains on 1M tracks, over 3 noise draws on the report's 1M
-held-out tracks, the worst bins at η > 4.5 below 10 GeV (0.55 % of the tracks) went from 0.057-0.076 to
-0.045-0.068 (dy), 0.048-0.061 to 0.035-0.058 (dx), 0.046-0.056 to 0.026-0.030 (ghostProb), 0.068-0.085
-to 0.049-0.061 (log_cov_00, _11), 0.052-0.073 to 0.044-0.051 (corr_14), 0.056-0.059 to 0.046-0.058
-(corr_13), but 0.037-0.051 to 0.048-0.057 (dtx); nDoF_f's at 10-32 GeV, η > 4.5 from 0.056-0.063 to
-0.044-0.046. That was exponent 0.5; 0.75 (0.90M effective rows) took the worst bins over 4 noise draws
-from 0.068 to 0.058 (dy), 0.057 to 0.054 (dtx), 0.058 to 0.048 (corr_13), 0.056 to 0.052 (corr_24), but
-0.046 to 0.050 (ghostProb) and 0.047 to 0.051 (corr_34); log_cov_11 0.061 either way. At the report's
-scored draw every tracking bin check passed (3 missed at 0.5); served chain AUC 0.525 (0.510).
+"""Both keep the committed regression and fit the spread chain on its residuals (``epochs=0``), on 2M
+library-labelled tracks drawn (p, η)-balanced (``label_balance`` 0.75: 8M natural tracks resampled by
+density^-0.75, at most 10x the mean; round 2, library seed 201), at unit weights. The chains before fitted
+the natural draw of round 1 with the same balancing as weights (``spread_balance`` 0.75: 0.90M effective
+rows, and the sparse corners' rows repeated instead of new tracks). On the report's 1M held-out tracks,
+worst (p, η) bin at the scored draw and the largest over 4 noise draws, weights -> drawn: dx 0.041/0.059
+-> 0.039/0.054, dy 0.049/0.058 -> 0.043/0.056, dtx 0.035/0.054 -> 0.036/0.051, ghostProb 0.045/0.050 ->
+0.039/0.039, nDoF_f 0.042/0.045 -> 0.032/0.035, log_cov_00 0.042/0.058 -> 0.040/0.055, log_cov_11
+0.048/0.061 -> 0.043/0.059, corr_34 0.047/0.051 -> 0.039/0.044, but dty 0.027/0.037 -> 0.039/0.045,
+corr_04 0.042/0.047 -> 0.048/0.049, corr_24 0.046/0.052 -> 0.048/0.054; outputs above 0.05 at some draw
+8 -> 6 of 24; served chain AUC 0.525 -> 0.520; 127 of 161 checks (125): log_cov_22's and _33's parity
+medians reached 0.048 and 0.050. One fit of each, so part of every difference is the fit's own seed.
+The weighted chains' history: against the unweighted chains on 1M tracks, over 3 noise draws on the report's
+1M held-out tracks, the worst bins at η > 4.5 below 10 GeV (0.55 % of the tracks) went from 0.057-0.076 to
+0.045-0.068 (dy), 0.048-0.061 to 0.035-0.058 (dx), 0.046-0.056 to 0.026-0.030 (ghostProb), 0.068-0.085 to
+0.049-0.061 (log_cov_00, _11), 0.052-0.073 to 0.044-0.051 (corr_14), 0.056-0.059 to 0.046-0.058 (corr_13),
+but 0.037-0.051 to 0.048-0.057 (dtx); nDoF_f's at 10-32 GeV, η > 4.5 from 0.056-0.063 to 0.044-0.046. That
+was exponent 0.5; 0.75 (0.90M effective rows) took the worst bins over 4 noise draws from 0.068 to 0.058
+(dy), 0.057 to 0.054 (dtx), 0.058 to 0.048 (corr_13), 0.056 to 0.052 (corr_24), but 0.046 to 0.050
+(ghostProb) and 0.047 to 0.051 (corr_34); log_cov_11 0.061 either way. At the report's scored draw every
+tracking bin check passed (3 missed at 0.5); served chain AUC 0.525 (0.510).
 The regressions' history (manifest ``training.warm_start``: parent sha256 and schedule, nested): from scratch
 5 epochs at batch 512 / lr 2e-3, then 12 at 1024 / 1e-3, then 16 at 1024 / 5e-4 on the same 1M labels
 (round 0), then 20 at 3e-4 on 4M fresh ones (round 1), then 20 at 2e-4 on the same 4M (one-cycle each),
 then the covariance 12 more; an energy-score fine-tune followed the resolution's rounds until the spread
-chain replaced it. ``epochs > 0`` continues the regression on the round's labels before the chain.
+chain replaced it, and left its regression at validation loss 0.158 (0.1165 before). Refitting that by MSE
+(``epochs=6``, lr 2e-4, round 1's 2M tracks; 2 min) took it back to 0.1168 and its regression stage's
+parity 10-20 % closer (the served draw's 4-10 %; no parity target crossed), but with its refitted (weighted)
+spread chain dy's and nDoF_f's worst bins missed (0.054, 0.051; 123 of 161): measured once, not adopted.
+``epochs > 0`` continues the regression on the round's labels before the chain.
 ``lbfgs_chunks`` refines it by L-BFGS, measured once and not adopted: the resolution refined on 12 chunks
 of 200,000 rows of both round-1 sets (commit 3c1452e) went from validation loss 0.158 to 0.118 (0.122
 after one chunk, flat after four), its regression stage's parity medians and 99th percentiles 5-24 %
