@@ -184,7 +184,7 @@ corr_04 0.042/0.047 -> 0.048/0.049, corr_24 0.046/0.052 -> 0.048/0.054; outputs 
 8 -> 6 of 24; served chain AUC 0.525 -> 0.520; 127 of 161 checks (125): log_cov_22's and _33's parity
 medians reached 0.048 and 0.050. One fit of each, so part of every difference is the fit's own seed.
 The weighted chains' history: against the unweighted chains on 1M tracks, over 3 noise draws on the report's
-1M held-out tracks, the worst bins at η > 4.5 below 10 GeV (0.55 % of the tracks) went from 0.057-0.076 to
+1M held-out tracks, the worst bins at η > 4.5 below 10 GeV (1.9 % of the tracks) went from 0.057-0.076 to
 0.045-0.068 (dy), 0.048-0.061 to 0.035-0.058 (dx), 0.046-0.056 to 0.026-0.030 (ghostProb), 0.068-0.085 to
 0.049-0.061 (log_cov_00, _11), 0.052-0.073 to 0.044-0.051 (corr_14), 0.056-0.059 to 0.046-0.058 (corr_13),
 but 0.037-0.051 to 0.048-0.057 (dtx); nDoF_f's at 10-32 GeV, η > 4.5 from 0.056-0.063 to 0.044-0.046. That
