@@ -208,7 +208,8 @@ chain on the fine-tuned regression in `make validate`, served parity medians and
 9 outputs 3-10 % closer (regression stage 7-24 %; no target crossed), resolution AUC 0.504 (0.508),
 served chain AUC 0.524 (0.520), worst bins over 4 noise draws dy 0.056 -> 0.051, dtx 0.051 -> 0.046,
 chi2PerDoF 0.032 -> 0.025, but dx 0.054 -> 0.057, nDoF_f 0.035 -> 0.041; 127 of 161 checks either way.
-The covariance's regression is at its validation loss before the fine-tune (0.0594) and is kept. ``epochs > 0`` continues the regression on the round's labels before the chain.
+The covariance's regression is at its validation loss before the fine-tune (0.0594) and is kept.
+``epochs > 0`` continues the regression on the round's labels before the chain.
 ``lbfgs_chunks`` refines it by L-BFGS, measured once and not adopted: the resolution refined on 12 chunks
 of 200,000 rows of both round-1 sets (commit 3c1452e) went from validation loss 0.158 to 0.118 (0.122
 after one chunk, flat after four), its regression stage's parity medians and 99th percentiles 5-24 %
