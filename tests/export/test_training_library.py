@@ -1,6 +1,7 @@
-"""Labels from the Lamarr tracking library itself: the ctypes calls reproduce the shared labels bit for
-bit, labelled sets are cached and reused, noise regenerates per chunk, bad input is refused by name; and
-the distillation helpers (student inputs in the contract's order, parity statistics)."""
+"""Labels from the Lamarr tracking library itself: the ctypes calls reproduce the shared labels and
+particle probabilities bit for bit, labelled sets are cached and reused, noise regenerates per chunk, bad
+input is refused by name; and the distillation helpers (student inputs in the contract's order, parity
+statistics)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,17 @@ def test_library_reproduces_the_shared_labels(data: Path) -> None:
     cov_cond = library.covariance_conditions(rows[list(cols.resolution_conditions)].to_numpy(), got)
     got_cov = library.call_library(lib, "covariance", cov_cond, z_cov)
     np.testing.assert_array_equal(got_cov, rows[list(cols.covariance_outputs)].to_numpy(np.float32))
+
+
+def test_library_probabilities_reproduce_the_shared_particles(data: Path) -> None:
+    particles = pd.read_parquet(data / tracking.ACCEPTANCE_FILE).iloc[:: 600_000 // 3000]
+    features = particles[list(tracking.Columns.from_spec().tracking_features)].to_numpy(np.float32)
+    acceptance, efficiency = library.probabilities(data, features, workers=2)
+    np.testing.assert_array_equal(acceptance, particles["acceptance"].to_numpy(np.float32))
+    expected = particles[list(tracking.EFFICIENCY_LABELS)].to_numpy(np.float32)
+    np.testing.assert_array_equal(efficiency, expected)
+    empty_acc, empty_eff = library.probabilities(data, features[:0])
+    assert empty_acc.shape == (0,) and empty_eff.shape == (0, 4)
 
 
 def test_labelled_set_matches_the_library_and_is_reused_from_cache(
@@ -114,6 +126,10 @@ def test_missing_library_and_bad_input_are_refused_by_name(data: Path, tmp_path:
         library.call_library(lib, "resolution", np.zeros((2, 12)), np.zeros((2, 64)))
     with pytest.raises(ValueError, match="kind"):
         library.call_library(lib, "efficiency", np.zeros((2, 12)), np.zeros((2, 128)))
+    with pytest.raises(ValueError, match="features: shape"):
+        library.call_probability(lib, "acceptance", np.zeros((2, 15)))
+    with pytest.raises(ValueError, match="kind"):
+        library.call_probability(lib, "resolution", np.zeros((2, 12)))
     empty = pd.DataFrame({c: [0.0] for c in ("acceptance", *library.EFFICIENCY_COLUMNS)})
     with pytest.raises(ValueError, match="reconstructed"):
         library.sample_track_conditions(empty, 3, np.random.default_rng(0))

@@ -43,6 +43,9 @@ FLAGS = ("mc_is_e", "mc_is_mu", "mc_is_h")
 TRACK_TYPES = (3, 4, 5)
 EFFICIENCY_COLUMNS = ("eff_long", "eff_upstream", "eff_downstream")
 N_OUTPUTS = {"resolution": 9, "covariance": 15}
+PROBABILITY_OUTPUTS = {"acceptance": 1, "efficiency": 4}
+"""The library's particle-level functions (12 features in, probabilities out, no noise)."""
+N_FEATURES = 12
 BALANCE_OVERSAMPLE = 4
 """A (p, η)-balanced draw resamples its tracks from this many times as many naturally drawn ones."""
 
@@ -88,12 +91,13 @@ _LIB: ctypes.CDLL | None = None
 
 def _load(path: str) -> ctypes.CDLL:
     lib = ctypes.CDLL(path)
-    for name in ("resolution", "covariance"):
+    arguments = {**dict.fromkeys(N_OUTPUTS, 3), **dict.fromkeys(PROBABILITY_OUTPUTS, 2)}
+    for name, n_args in arguments.items():
         fn = getattr(lib, name, None)
         if fn is None:
             raise LibraryError(f"{path}: no symbol {name!r} (see the library README)")
         fn.restype = ctypes.c_void_p
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        fn.argtypes = [ctypes.c_void_p] * n_args
     return lib
 
 
@@ -122,6 +126,45 @@ def call_library(lib: ctypes.CDLL, kind: str, conditions: NDArray[Any], noise: N
     for i in range(len(cond)):
         fn(o0 + i * o_step, c0 + i * c_step, z0 + i * z_step)
     return out
+
+
+def call_probability(lib: ctypes.CDLL, kind: str, features: NDArray[Any]) -> NDArray[Any]:
+    """The library's ``kind`` (acceptance or efficiency) probabilities for each particle, float32."""
+    if kind not in PROBABILITY_OUTPUTS:
+        raise ValueError(f"kind {kind!r}: expected one of {sorted(PROBABILITY_OUTPUTS)}")
+    x = np.ascontiguousarray(features, np.float32)
+    if x.ndim != 2 or x.shape[1] != N_FEATURES:
+        raise ValueError(f"features: shape {x.shape}, expected [N, {N_FEATURES}] for {kind}")
+    n_out = PROBABILITY_OUTPUTS[kind]
+    out = np.zeros((len(x), n_out), np.float32)
+    fn = getattr(lib, kind)
+    for i in range(len(x)):
+        fn(out.ctypes.data + i * 4 * n_out, x.ctypes.data + i * 4 * N_FEATURES)
+    return out
+
+
+def _probability_chunk(args: tuple[str, NDArray[Any]]) -> NDArray[Any]:
+    assert _LIB is not None
+    return call_probability(_LIB, *args)
+
+
+def probabilities(
+    data_dir: Path, features: NDArray[Any], *, workers: int = N_WORKERS
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    """P(acceptance) [N] and the four track-class probabilities [N, 4] of particles (12 library features).
+
+    Computed in ``workers`` niced processes, ``CHUNK_ROWS`` particles a task.
+    """
+    chunks = [features[i : i + CHUNK_ROWS] for i in range(0, len(features), CHUNK_ROWS)]
+    tasks = [(kind, chunk) for kind in PROBABILITY_OUTPUTS for chunk in chunks]
+    with ProcessPoolExecutor(
+        max_workers=workers, initializer=_init_worker, initargs=(str(library_path(data_dir)),)
+    ) as pool:
+        parts = list(tqdm(pool.map(_probability_chunk, tasks), total=len(tasks), desc="library", leave=False))
+    empty = {kind: np.zeros((0, n), np.float32) for kind, n in PROBABILITY_OUTPUTS.items()}
+    acceptance = np.concatenate(parts[: len(chunks)]) if chunks else empty["acceptance"]
+    efficiency = np.concatenate(parts[len(chunks) :]) if chunks else empty["efficiency"]
+    return acceptance[:, 0].astype(np.float64), efficiency.astype(np.float64)
 
 
 def _label_chunk(args: tuple[str, NDArray[Any], int, int, int]) -> NDArray[Any]:
