@@ -91,11 +91,18 @@ def test_report_from_quick_models(shared_data: Path, tmp_path: Path) -> None:
     assert path.name == "validation.md"
     for heading in ("## Summary", "## Acceptance and tracking efficiency", "## Tracking resolution",
                     "## Tracking covariance", "## Resolution + covariance as served", "## Per-track parity",
-                    "## Conversion fidelity"):  # fmt: skip
+                    "## Conversion fidelity", "## Fresh Pythia particles: acceptance and tracking efficiency",
+                    "## Fresh Pythia particles: tracking resolution",
+                    "## Fresh Pythia particles: tracking covariance",
+                    "## Fresh Pythia particles: resolution + covariance as served"):  # fmt: skip
         assert heading in text
     assert "parity median" in text and "tracking_ndof.png" in text
     figures = sorted(p.name for p in (tmp_path / "reports" / "figures").glob("*.png"))
     assert "efficiency_curves.png" in figures and "tracking_resolution_overlay.png" in figures
+    # the fresh particles' figures beside the held-out split's, not over them
+    fresh = {"fresh_pythia_efficiency_curves.png", "fresh_pythia_tracking_covariance_binned_w1.png"}
+    assert fresh <= set(figures)
+    assert re.search(r"^- MISS: fresh Pythia: tracking_\w+ \w+: ", text, re.M)
     for name in figures:
         assert f"figures/{name}" in text
     # quick models are far from the targets: the report must say so with numbers

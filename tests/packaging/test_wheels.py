@@ -1,7 +1,8 @@
 """The three wheels install into a clean virtual environment and work from outside the checkout.
 
-The spec (ufsim_export/pipelines/lhcb.yaml) and the backend's model.py are package data; before they
-were, an installed ufsim-export or ufsim-serve looked for them beside a source tree that is not there.
+The spec (ufsim_export/pipelines/lhcb.yaml), the validation's Pythia cards and the backend's model.py are
+package data; before they were, an installed ufsim-export or ufsim-serve looked for them beside a source
+tree that is not there.
 Dependencies come from the package index (or pip's cache), pinned by requirements/dev.txt.
 """
 
@@ -29,7 +30,12 @@ PROJECTS = {
     "ufsim_serve": ROOT / "deploy" / "local",
 }
 PACKAGE_DATA = {
-    "ufsim_export": ["ufsim_export/py.typed", "ufsim_export/pipelines/lhcb.yaml"],
+    "ufsim_export": [
+        "ufsim_export/py.typed",
+        "ufsim_export/pipelines/lhcb.yaml",
+        "ufsim_export/validation/cards/minbias.cmnd",
+        "ufsim_export/validation/cards/bbbar.cmnd",
+    ],
     "ufsim_client": ["ufsim_client/py.typed"],
     "ufsim_serve": ["ufsim_serve/py.typed", "ufsim_serve/backends/onnxruntime/model.py"],
 }

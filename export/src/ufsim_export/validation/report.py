@@ -8,6 +8,9 @@ Everything is measured on the **shipped ONNX models** (ONNX Runtime, CPU) agains
   acceptance x efficiency); resolution and covariance generators with fresh N(0, 1) noise (not the
   training stream) on the validation conditions: W1/σ per output overall and in (p, η) bins,
   overlays, a classifier two-sample test on (conditions, outputs);
+- the same efficiency and tracking-generator checks on fresh Pythia particles: new runs with seeds no
+  training used, through the served features graph (``fresh_particles``), so a model that only fits the
+  training generator runs' particles would show it;
 - PID, when its artifacts exist: the same metrics against a fresh calibration sample
   (``ufsim_export.calibration.generate``);
 - conversion fidelity: ONNX vs the original model where the original is committed, else the
@@ -29,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import pandas as pd
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
@@ -54,6 +58,8 @@ from ..training.distill import parity, student_inputs
 from ..training.library import LabelledSet, log10p_eta
 from ..training.tracking import EFFICIENCY_LABELS, Columns, load_particles
 from . import tracking_library
+from .fresh_particles import FRESH_SEED, FULL_SOURCES, QUICK_SOURCES, fresh_tracks
+from .fresh_particles import FULL_TRACKS as FRESH_TRACKS
 from .tracking_library import (
     FULL_ROWS,
     MODEL_NOISE_SEED,
@@ -118,6 +124,11 @@ METHOD = [
     "particles, a noise seed no training uses): distributions with fresh N(0, 1) noise from a different "
     "RNG, as the server does; per-track parity with the library's own noise (and fresh noise for the "
     "spread chain).",
+    "- **Fresh Pythia particles** (`ufsim_export.validation.fresh_particles`): new Pythia 8 runs (minimum "
+    "bias and b-bbar, the cards in `validation/cards/`, seeds no training used), their particles' features "
+    "computed by the served `features` graph and their probabilities by the library; tracks drawn and "
+    "labelled as for the held-out split (library noise seed of their own). The distribution checks are "
+    "repeated on them (per-track parity is not: it is a property of the function, measured above).",
 ]
 
 
@@ -160,6 +171,12 @@ def _fmt(x: float, digits: int = 4) -> str:
 
 def _mark(ok: bool) -> str:
     return "ok" if ok else "**MISS**"
+
+
+def _slug(tag: str) -> str:
+    """A miss prefix (``"fresh Pythia: "``) as a file-name prefix (``"fresh_pythia_"``); "" stays ""."""
+    words = "".join(c if c.isalnum() else " " for c in tag.lower()).split()
+    return "".join(f"{w}_" for w in words)
 
 
 # ------------------------------------------------------------------------------------------- plotting
@@ -269,20 +286,31 @@ def _edges_text() -> str:
 
 def efficiency_section(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick: bool) -> Section:
     """Acceptance and track-type efficiencies of the ONNX GBDTs vs the library, validation particles."""
-    sec = Section("Acceptance and tracking efficiency (GBDTs)")
+    df, val = load_particles(data_dir, seed=0)
+    idx = np.flatnonzero(val)
+    if quick:
+        idx = idx[:: max(1, len(idx) // 20000)]
+    return efficiency_checks(
+        Section("Acceptance and tracking efficiency (GBDTs)"), df.iloc[idx], models_dir, fig_dir,
+        description="validation particles (whole events never trained on)",
+    )  # fmt: skip
+
+
+def efficiency_checks(
+    sec: Section, particles: pd.DataFrame, models_dir: Path, fig_dir: Path, *, description: str, tag: str = ""
+) -> Section:
+    """The efficiency table and curves of ``particles`` (12 features, the library's probabilities) in ``sec``.
+
+    ``tag`` prefixes the misses and the figure's name (another particle sample in the same report).
+    """
     acc_path, eff_path = models_dir / "acceptance.onnx", models_dir / "tracking_efficiency.onnx"
     if not (acc_path.exists() and eff_path.exists()):
         sec.lines.append("acceptance.onnx / tracking_efficiency.onnx missing: not validated.")
         sec.misses.append("acceptance/efficiency models missing")
         return sec
-    cols = Columns.from_spec()
-    df, val = load_particles(data_dir, seed=0)
-    idx = np.flatnonzero(val)
-    if quick:
-        idx = idx[:: max(1, len(idx) // 20000)]
-    X = df[list(cols.tracking_features)].to_numpy(np.float32)[idx]
-    acc_ref = df["acceptance"].to_numpy(np.float64)[idx]
-    eff_ref = df[list(EFFICIENCY_LABELS)].to_numpy(np.float64)[idx]
+    X = particles[list(Columns.from_spec().tracking_features)].to_numpy(np.float32)
+    acc_ref = particles["acceptance"].to_numpy(np.float64)
+    eff_ref = particles[list(EFFICIENCY_LABELS)].to_numpy(np.float64)
     eff_ref /= eff_ref.sum(axis=1, keepdims=True)
     acc_model = run_onnx(acc_path, {"features": X})[:, 1]
     eff_model = run_onnx(eff_path, {"features": X})
@@ -296,7 +324,7 @@ def efficiency_section(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick
     for k, name in enumerate(TRACK_TYPES, start=1):
         quantities[f"{name} (in acc.)"] = (eff_ref[:, k], eff_model[:, k], acc_ref, acc_model)
     sec.lines += [
-        f"{len(idx):,} validation particles (whole events never trained on). Efficiencies are **expected** "
+        f"{len(X):,} {description}. Efficiencies are **expected** "
         "efficiencies (mean probabilities), so model and reference carry no sampling noise. Track types are "
         "per particle in acceptance, the way the ensemble samples them (acceptance first, then the class): "
         "ε_type = Σ P_acc P_type / Σ P_acc, each side with its own acceptance. 2-D check bins: log10 p "
@@ -328,11 +356,13 @@ def efficiency_section(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick
         ok_bins = bool(diffs.size) and worst <= EFF_BIN_TARGET
         sec.checks += 2
         if not ok_overall:
-            sec.misses.append(f"efficiency {name}: overall Δ = {delta:+.4f} (target ±{EFF_OVERALL_TARGET})")
+            sec.misses.append(
+                f"{tag}efficiency {name}: overall Δ = {delta:+.4f} (target ±{EFF_OVERALL_TARGET})"
+            )
         if not ok_bins:
             n_bad = int((diffs > EFF_BIN_TARGET).sum())
             sec.misses.append(
-                f"efficiency {name}: worst (p, η) bin |Δ| = {worst:.4f} (target {EFF_BIN_TARGET}; "
+                f"{tag}efficiency {name}: worst (p, η) bin |Δ| = {worst:.4f} (target {EFF_BIN_TARGET}; "
                 f"{n_bad} of {diffs.size} bins above)"
             )
         sec.lines.append(
@@ -342,8 +372,8 @@ def efficiency_section(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick
         cp, vp = _curve(log10p, ref, mod, w_ref, w_mod, CURVE_LOG10P)
         ce, ve = _curve(eta, ref, mod, w_ref, w_mod, CURVE_ETA)
         curves[name] = (cp, vp, ce, ve)
-    path = fig_dir / "efficiency_curves.png"
-    plot_efficiency_curves(curves, path, title="Lamarr 2016 MU: ONNX GBDTs vs library (validation split)")
+    path = fig_dir / f"{_slug(tag)}efficiency_curves.png"
+    plot_efficiency_curves(curves, path, title=f"Lamarr 2016 MU: ONNX GBDTs vs library ({description})")
     sec.lines += ["", f"![efficiency curves]({FIGURES}/{path.name})", ""]
     return sec
 
@@ -387,8 +417,12 @@ def generator_section(
     noise_dim: int | None = None,
     weights_note: str = "",
     min_bin_rows: int = MIN_BIN_ROWS,
+    tag: str = "",
 ) -> Section:
-    """W1/σ (overall, per (p, η) bin), overlays and C2ST of one ONNX generator against its reference."""
+    """W1/σ (overall, per (p, η) bin), overlays and C2ST of one ONNX generator against its reference.
+
+    ``tag`` prefixes the misses and the figures' names (another sample of the same generator).
+    """
     sec = Section(title)
     path = models_dir / f"{step}.onnx"
     if not path.exists():
@@ -444,11 +478,11 @@ def generator_section(
         ok, ok_bins = w <= W1_TARGET, bool(np.isfinite(wb.worst)) and wb.worst <= W1_TARGET
         sec.checks += 2
         if not ok:
-            sec.misses.append(f"{step} {name}: W1/σ = {w:.4f} (target {W1_TARGET})")
+            sec.misses.append(f"{tag}{step} {name}: W1/σ = {w:.4f} (target {W1_TARGET})")
         if not ok_bins:
             n_bad = int((wb.values > W1_TARGET).sum())
             sec.misses.append(
-                f"{step} {name}: worst (p, η) bin W1/σ = {wb.worst:.4f} (target {W1_TARGET}; "
+                f"{tag}{step} {name}: worst (p, η) bin W1/σ = {wb.worst:.4f} (target {W1_TARGET}; "
                 f"{n_bad} of {int(np.isfinite(wb.values).sum())} bins above)"
             )
         sec.lines.append(
@@ -467,7 +501,7 @@ def generator_section(
     sec.checks += 1
     ok_auc = auc <= AUC_TARGET
     if not ok_auc:
-        sec.misses.append(f"{step}: classifier two-sample AUC = {auc:.4f} (target {AUC_TARGET})")
+        sec.misses.append(f"{tag}{step}: classifier two-sample AUC = {auc:.4f} (target {AUC_TARGET})")
     sec.lines += [
         "",
         f"**Classifier two-sample test** (HistGradientBoostingClassifier, {n_auc:,} reference + {n_auc:,} "
@@ -475,10 +509,10 @@ def generator_section(
         f"**AUC = {auc:.4f}** (target ≤ {AUC_TARGET}: {_mark(ok_auc)}).",
         "",
     ]
-    sec.lines.append(f"<!-- {step} c2st auc {auc:.6f} -->")
-    overlay = fig_dir / f"{step}_overlay.png"
+    sec.lines.append(f"<!-- {_slug(tag)}{step} c2st auc {auc:.6f} -->")
+    overlay = fig_dir / f"{_slug(tag)}{step}_overlay.png"
     plot_overlays(reference, model, out_names, overlay, title=f"{step}: ONNX model vs reference")
-    heat = fig_dir / f"{step}_binned_w1.png"
+    heat = fig_dir / f"{_slug(tag)}{step}_binned_w1.png"
     plot_binned_w1(binned, heat, title=f"{step}: W1/σ per (p, η) bin (target {W1_TARGET})")
     sec.lines += [
         f"![{step} overlays]({FIGURES}/{overlay.name})",
@@ -550,11 +584,71 @@ def tracking_sections(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick:
     return sections
 
 
+def fresh_sections(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick: bool) -> list[Section]:
+    """Efficiencies, both tracking generators and the served chain on fresh Pythia particles.
+
+    New Pythia runs (:mod:`.fresh_particles`), not the training particles' other events: how the models
+    do on particles they have never seen the like of.
+    """
+    sources = QUICK_SOURCES if quick else FULL_SOURCES
+    runs = ", ".join(f"{s.name} ({s.events:,} events, `{s.card}`, seed {s.seed})" for s in sources)
+    particles, tracks = fresh_tracks(data_dir, sources, QUICK_ROWS if quick else FRESH_TRACKS)
+    tag = "fresh Pythia: "
+    sections = [
+        efficiency_checks(
+            Section("Fresh Pythia particles: acceptance and tracking efficiency"), particles, models_dir,
+            fig_dir, description=f"simulated particles of new Pythia runs no model was trained on: {runs}",
+            tag=tag,
+        )
+    ]  # fmt: skip
+    res_path, cov_path = models_dir / "tracking_resolution.onnx", models_dir / "tracking_covariance.onnx"
+    if not (res_path.exists() and cov_path.exists()):
+        sections[0].misses.append(f"{tag}tracking generators missing")
+        return sections
+    cols = Columns.from_spec()
+    log10p, eta = log10p_eta(tracks.conditions.astype(np.float64))
+    note = (
+        f"Reference: the library on {len(tracks):,} tracks drawn from those particles (library noise seed "
+        f"{FRESH_SEED}). "
+    )
+    for title, step, names, out_names in (
+        ("resolution", "tracking_resolution", cols.resolution_conditions, cols.resolution_outputs),
+        ("covariance", "tracking_covariance", cols.covariance_conditions, cols.covariance_outputs),
+    ):
+        cond, _, ref = student_inputs(step, tracks)
+        sections.append(
+            generator_section(
+                f"Fresh Pythia particles: tracking {title}", step, cond.astype(np.float64),
+                ref.astype(np.float64), list(names), list(out_names), log10p, eta, models_dir, fig_dir,
+                quick=quick, weights_note=note, min_bin_rows=_scored_bin_rows(quick), tag=tag,
+            )
+        )  # fmt: skip
+    sections.append(
+        chain_section(
+            tracks, res_path, cov_path, fig_dir, quick=quick,
+            title="Fresh Pythia particles: resolution + covariance as served",
+            description="tracks of the fresh Pythia particles", tag=tag,
+        )
+    )  # fmt: skip
+    return sections
+
+
 def chain_section(
-    tracks: LabelledSet, res_path: Path, cov_path: Path, fig_dir: Path, *, quick: bool
+    tracks: LabelledSet,
+    res_path: Path,
+    cov_path: Path,
+    fig_dir: Path,
+    *,
+    quick: bool,
+    title: str = "Resolution + covariance as served (joint), and the integer nDoF",
+    description: str = "held-out tracks",
+    tag: str = "",
 ) -> Section:
-    """The served chain (covariance on the generated quality) vs the library's, and the integer nDoF."""
-    sec = Section("Resolution + covariance as served (joint), and the integer nDoF")
+    """The served chain (covariance on the generated quality) vs the library's, and the integer nDoF.
+
+    ``tag`` prefixes the misses and the figure's name (another sample of tracks).
+    """
+    sec = Section(title)
     n = len(tracks)
     res_noise = fresh_noise(n, MODEL_NOISE_SEED, onnx_noise_dim(res_path))
     res = run_onnx(res_path, {"conditions": tracks.conditions, "noise": res_noise})
@@ -569,7 +663,9 @@ def chain_section(
     ok_auc = auc <= AUC_TARGET
     sec.checks += 1
     if not ok_auc:
-        sec.misses.append(f"resolution + covariance (served chain): AUC = {auc:.4f} (target {AUC_TARGET})")
+        sec.misses.append(
+            f"{tag}resolution + covariance (served chain): AUC = {auc:.4f} (target {AUC_TARGET})"
+        )
     ref_ndof, mod_ndof = served_ndof(tracks.resolution[:, 7]), served_ndof(res[:, 7])
     w_ndof = w1_over_sigma(ref_ndof, mod_ndof)
     values = np.arange(int(min(ref_ndof.min(), mod_ndof.min())), int(max(ref_ndof.max(), mod_ndof.max())) + 2)
@@ -579,9 +675,9 @@ def chain_section(
     ok_ndof = w_ndof <= W1_TARGET
     sec.checks += 1
     if not ok_ndof:
-        sec.misses.append(f"served integer nDoF: W1/σ = {w_ndof:.4f} (target {W1_TARGET})")
+        sec.misses.append(f"{tag}served integer nDoF: W1/σ = {w_ndof:.4f} (target {W1_TARGET})")
     sec.lines += [
-        f"{n:,} held-out tracks. Model = the ONNX resolution generator with fresh N(0, 1) noise, then the "
+        f"{n:,} {description}. Model = the ONNX resolution generator with fresh N(0, 1) noise, then the "
         "ONNX covariance generator conditioned on the **generated** chi2PerDoF, nDoF_f, ghostProb (as the "
         "ensemble serves them); reference = the library's resolution, then its covariance on its own "
         f"quality. Classifier two-sample test on [12 conditions, 9 + 15 outputs], {n_auc:,} + {n_auc:,} "
@@ -592,7 +688,7 @@ def chain_section(
         f"{tv:.4f}; integer values: library {np.all(ref_ndof == np.round(ref_ndof))}, "
         f"served {np.all(mod_ndof == np.round(mod_ndof))}.",
         "",
-        f"<!-- tracking chain c2st auc {auc:.6f} -->",
+        f"<!-- {_slug(tag)}tracking chain c2st auc {auc:.6f} -->",
     ]
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3))
@@ -603,7 +699,7 @@ def chain_section(
     ax.set_ylabel("fraction of tracks")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = fig_dir / "tracking_ndof.png"
+    path = fig_dir / f"{_slug(tag)}tracking_ndof.png"
     fig.savefig(path, dpi=72)
     plt.close(fig)
     sec.lines += ["", f"![served nDoF]({FIGURES}/{path.name})", ""]
@@ -898,6 +994,7 @@ def write_report(data_dir: Path, models_dir: Path, out_dir: Path, *, quick: bool
     jobs = [
         lambda: [efficiency_section(data_dir, models_dir, fig_dir, quick=quick)],
         lambda: tracking_sections(data_dir, models_dir, fig_dir, quick=quick),
+        lambda: fresh_sections(data_dir, models_dir, fig_dir, quick=quick),
         lambda: pid_sections(models_dir, fig_dir, quick=quick),
         lambda: [fidelity_section(data_dir, models_dir, quick=quick)],
     ]
