@@ -19,11 +19,8 @@ TINY = (
 
 
 @pytest.fixture(scope="module")
-def data(shared_data: Path) -> Path:
-    path = shared_data / "lamarr-trk-2016MU"
-    if not list(path.glob(library.LIBRARY_GLOB)):
-        pytest.skip(f"{path}/library: the Lamarr tracking library is absent")
-    return path
+def data(library_data: Path) -> Path:
+    return library_data
 
 
 def test_fresh_particles_carry_served_features_and_library_probabilities(data: Path, tmp_path: Path) -> None:

@@ -18,11 +18,8 @@ from ufsim_export.validation.tracking_library import served_ndof, tail_aware_err
 
 
 @pytest.fixture(scope="module")
-def data(shared_data: Path) -> Path:
-    path = shared_data / "lamarr-trk-2016MU"
-    if not list(path.glob(library.LIBRARY_GLOB)):
-        pytest.skip(f"{path}/library: the Lamarr tracking library is absent")
-    return path
+def data(library_data: Path) -> Path:
+    return library_data
 
 
 @pytest.fixture(scope="module")
