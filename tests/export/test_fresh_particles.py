@@ -1,5 +1,6 @@
-"""Fresh validation particles: new Pythia runs through the served features graph, the library's own
-probabilities, a cache keyed by the runs, and reconstructed tracks drawn from them."""
+"""Fresh validation particles: new Pythia runs and the HepMC2 crossings through the served features
+graph, the library's own probabilities, a cache keyed by the sources, and reconstructed tracks drawn from
+them."""
 
 from __future__ import annotations
 
@@ -63,3 +64,13 @@ def test_fresh_particles_are_cached_per_run_and_tracks_are_drawn_from_them(
     other = (FreshSource("pythia_minbias", "minbias.cmnd", 103, 3),)
     fresh_particles.particle_frame(data, other, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("fresh-particles-*.parquet"))) == 2
+
+
+def test_hepmc_crossings_are_a_source_and_a_missing_folder_is_named(data: Path, tmp_path: Path) -> None:
+    frame = fresh_particles.particle_frame(data, fresh_particles.HEPMC_SOURCES, cache_dir=tmp_path)
+    assert set(frame["source"]) == {"hepmc2_crossings"}
+    assert 1000 < len(frame) <= 1682  # the simulated species going forward, of the 1,682 to simulate
+    assert frame["acceptance"].between(0, 1).all() and (frame["acceptance"] > 0.5).any()
+    elsewhere = tmp_path / "data" / "lamarr-trk-2016MU"
+    with pytest.raises(FileNotFoundError, match="lamarr-hepmc2/evt"):
+        fresh_particles.HEPMC_SOURCES[0].files(elsewhere)

@@ -94,7 +94,8 @@ def test_report_from_quick_models(shared_data: Path, tmp_path: Path) -> None:
                     "## Conversion fidelity", "## Fresh Pythia particles: acceptance and tracking efficiency",
                     "## Fresh Pythia particles: tracking resolution",
                     "## Fresh Pythia particles: tracking covariance",
-                    "## Fresh Pythia particles: resolution + covariance as served"):  # fmt: skip
+                    "## Fresh Pythia particles: resolution + covariance as served",
+                    "## HepMC2 crossings: tracking resolution"):  # fmt: skip
         assert heading in text
     assert "parity median" in text and "tracking_ndof.png" in text
     figures = sorted(p.name for p in (tmp_path / "reports" / "figures").glob("*.png"))

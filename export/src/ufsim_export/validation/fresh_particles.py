@@ -1,7 +1,8 @@
-"""Fresh particles for validation: new Pythia runs no model was trained on, labelled by the library.
+"""Fresh particles for validation: samples no model was trained on, labelled by the library.
 
-The report's held-out split comes from the same generator runs as the training particles (other events);
-these come from Pythia runs of their own (cards in ``cards/``, seeds no training uses), so the report also
+The report's held-out split comes from the same generator runs as the training particles (other events).
+These come from elsewhere: Pythia runs of their own (cards in ``cards/``, seeds no training uses) and the
+shared HepMC2 bunch crossings (LHCb's own generator output, as the main job reads it), so the report also
 measures fidelity on particles the models have never seen the like of. Particles go through the served
 ``features`` graph (the features the ensemble computes for them), the library gives their acceptance and
 track-class probabilities, and reconstructed tracks are drawn and labelled as for the held-out split
@@ -12,6 +13,7 @@ sets, keyed by everything it depends on.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -21,6 +23,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from ufsim_client.readers.hepmc import read_hepmc
 from ufsim_client.readers.pythia import pythia_records
 
 from ..files import replacing
@@ -40,37 +43,69 @@ CARDS = Path(__file__).resolve().parent / "cards"
 
 @dataclass(frozen=True)
 class FreshSource:
-    """One Pythia run: its card (a file in ``cards/``), job seed and number of events."""
+    """One Pythia run (``card``: a file in ``cards/``, job ``seed``, ``events``) or HepMC files.
+
+    With ``hepmc`` set, the source is the files matching that glob in the data's sibling ``lamarr-hepmc2``.
+    """
 
     name: str
-    card: str
-    seed: int
-    events: int
+    card: str = ""
+    seed: int = 0
+    events: int = 0
+    hepmc: str = ""
+
+    def files(self, data_dir: Path) -> list[Path]:
+        """The inputs this source reads: its card, or its HepMC files (which must exist)."""
+        if not self.hepmc:
+            return [CARDS / self.card]
+        found = sorted((Path(data_dir).parent / HEPMC_FOLDER).glob(self.hepmc))
+        if not found:
+            raise FileNotFoundError(f"{Path(data_dir).parent / HEPMC_FOLDER}/{self.hepmc}: no HepMC files")
+        return found
+
+    def describe(self) -> str:
+        """One line for the report."""
+        if self.hepmc:
+            return f"{self.name} (`{HEPMC_FOLDER}/{self.hepmc}`)"
+        return f"{self.name} ({self.events:,} events, `{self.card}`, seed {self.seed})"
+
+    def records(self, data_dir: Path) -> Iterator[tuple[NDArray[Any], NDArray[Any], NDArray[Any]]]:
+        """(pid, momentum [MeV], origin [mm]) of each event's final-state particles."""
+        if not self.hepmc:
+            yield from pythia_records(CARDS / self.card, seed=self.seed, n_events=self.events)
+            return
+        for event in read_hepmc(self.files(data_dir)):
+            yield event.pid, event.momentum, event.origin
 
 
-FULL_SOURCES = (
+HEPMC_FOLDER = "lamarr-hepmc2"
+PYTHIA_SOURCES = (
     FreshSource("pythia_minbias", "minbias.cmnd", 101, 4_000),
     FreshSource("pythia_bbbar", "bbbar.cmnd", 102, 1_600),
 )
 """360,768 simulated particles (227,689 minimum-bias, 133,079 b-bbar: the training particles' 5 : 3)."""
-QUICK_SOURCES = (
+QUICK_PYTHIA_SOURCES = (
     FreshSource("pythia_minbias", "minbias.cmnd", 101, 40),
     FreshSource("pythia_bbbar", "bbbar.cmnd", 102, 20),
 )
+HEPMC_SOURCES = (FreshSource("hepmc2_crossings", hepmc="evt*.mc2"),)
+"""The 10 shared bunch crossings (26 collisions, each with a signal B): 1,682 particles to simulate."""
 FRESH_SEED = 20_261_204
 """Labelled-set seed (library noise) of the fresh tracks: no training or other report set uses it."""
 FULL_TRACKS = 500_000
 """Fresh tracks scored (each particle drawn about 4 times on average, with its own noise each time)."""
 
 
-def pythia_particles(sources: tuple[FreshSource, ...]) -> tuple[dict[str, NDArray[Any]], NDArray[Any]]:
+def source_particles(
+    data_dir: Path, sources: tuple[FreshSource, ...]
+) -> tuple[dict[str, NDArray[Any]], NDArray[Any]]:
     """The ensemble's particle inputs (pid, origin, momentum, n_tracks) of every final-state particle.
 
     Returns the inputs and each particle's source index.
     """
     pid, origin, momentum, n_tracks, source = [], [], [], [], []
     for k, src in enumerate(sources):
-        for p, mom, org in pythia_records(CARDS / src.card, seed=src.seed, n_events=src.events):
+        for p, mom, org in src.records(data_dir):
             pid.append(p)
             momentum.append(mom)
             origin.append(org)
@@ -92,7 +127,8 @@ def _cache_key(data_dir: Path, sources: tuple[FreshSource, ...]) -> str:
     digest.update(metadata.version("pythia8mc").encode())
     for src in sources:
         digest.update(f"{src}".encode())
-        digest.update((CARDS / src.card).read_bytes())
+        for path in src.files(data_dir):
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -108,7 +144,7 @@ def particle_frame(
         path = Path(cache_dir) / f"fresh-particles-{_cache_key(data_dir, sources)}.parquet"
         if path.is_file():
             return pd.read_parquet(path)
-    inputs, source = pythia_particles(sources)
+    inputs, source = source_particles(data_dir, sources)
     features = compute_features(load_spec(default_spec_path()), inputs)
     simulated = features["species"].reshape(-1) > 0
     X = features["tracking_features"][simulated]

@@ -8,9 +8,9 @@ Everything is measured on the **shipped ONNX models** (ONNX Runtime, CPU) agains
   acceptance x efficiency); resolution and covariance generators with fresh N(0, 1) noise (not the
   training stream) on the validation conditions: W1/σ per output overall and in (p, η) bins,
   overlays, a classifier two-sample test on (conditions, outputs);
-- the same efficiency and tracking-generator checks on fresh Pythia particles: new runs with seeds no
-  training used, through the served features graph (``fresh_particles``), so a model that only fits the
-  training generator runs' particles would show it;
+- the same efficiency and tracking-generator checks on fresh particles (``fresh_particles``): new Pythia
+  runs with seeds no training used, and the shared HepMC2 bunch crossings, through the served features
+  graph, so a model that only fits the training generator runs' particles would show it;
 - PID, when its artifacts exist: the same metrics against a fresh calibration sample
   (``ufsim_export.calibration.generate``);
 - conversion fidelity: ONNX vs the original model where the original is committed, else the
@@ -58,7 +58,14 @@ from ..training.distill import parity, student_inputs
 from ..training.library import LabelledSet, log10p_eta
 from ..training.tracking import EFFICIENCY_LABELS, Columns, load_particles
 from . import tracking_library
-from .fresh_particles import FRESH_SEED, FULL_SOURCES, QUICK_SOURCES, fresh_tracks
+from .fresh_particles import (
+    FRESH_SEED,
+    HEPMC_SOURCES,
+    PYTHIA_SOURCES,
+    QUICK_PYTHIA_SOURCES,
+    FreshSource,
+    fresh_tracks,
+)
 from .fresh_particles import FULL_TRACKS as FRESH_TRACKS
 from .tracking_library import (
     FULL_ROWS,
@@ -124,11 +131,13 @@ METHOD = [
     "particles, a noise seed no training uses): distributions with fresh N(0, 1) noise from a different "
     "RNG, as the server does; per-track parity with the library's own noise (and fresh noise for the "
     "spread chain).",
-    "- **Fresh Pythia particles** (`ufsim_export.validation.fresh_particles`): new Pythia 8 runs (minimum "
-    "bias and b-bbar, the cards in `validation/cards/`, seeds no training used), their particles' features "
-    "computed by the served `features` graph and their probabilities by the library; tracks drawn and "
-    "labelled as for the held-out split (library noise seed of their own). The distribution checks are "
-    "repeated on them (per-track parity is not: it is a property of the function, measured above).",
+    "- **Fresh particles** (`ufsim_export.validation.fresh_particles`): new Pythia 8 runs (minimum bias and "
+    "b-bbar, the cards in `validation/cards/`, seeds no training used) and the shared HepMC2 bunch crossings "
+    "(LHCb's signal events; few particles, each drawn as a track many times with its own noise), their "
+    "particles' features computed by the served `features` graph and their probabilities by the library; "
+    "tracks drawn and labelled as for the held-out split (library noise seed of their own). The efficiency "
+    "and distribution checks are repeated on each (per-track parity is not: it is a property of the "
+    "function, measured above).",
 ]
 
 
@@ -584,21 +593,46 @@ def tracking_sections(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick:
     return sections
 
 
-def fresh_sections(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick: bool) -> list[Section]:
-    """Efficiencies, both tracking generators and the served chain on fresh Pythia particles.
+FRESH_SAMPLES = (
+    ("Fresh Pythia particles", "fresh Pythia: ", "new Pythia runs", PYTHIA_SOURCES, QUICK_PYTHIA_SOURCES),
+    ("HepMC2 crossings", "HepMC2: ", "the shared HepMC2 bunch crossings", HEPMC_SOURCES, HEPMC_SOURCES),
+)
+"""(heading, miss prefix, what they are, full sources, quick sources) of the fresh samples."""
 
-    New Pythia runs (:mod:`.fresh_particles`), not the training particles' other events: how the models
-    do on particles they have never seen the like of.
+
+def fresh_sections(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick: bool) -> list[Section]:
+    """Efficiencies, both tracking generators and the served chain on each fresh sample.
+
+    New Pythia runs and the HepMC2 crossings (:mod:`.fresh_particles`), not the training particles' other
+    events: how the models do on particles they have never seen the like of.
     """
-    sources = QUICK_SOURCES if quick else FULL_SOURCES
-    runs = ", ".join(f"{s.name} ({s.events:,} events, `{s.card}`, seed {s.seed})" for s in sources)
+    sections = []
+    for heading, tag, what, full, quick_sources in FRESH_SAMPLES:
+        sources = quick_sources if quick else full
+        sections += _fresh_sample_sections(
+            data_dir, models_dir, fig_dir, sources, heading=heading, tag=tag,
+            description=f"{what} no model was trained on: {', '.join(s.describe() for s in sources)}",
+            quick=quick,
+        )  # fmt: skip
+    return sections
+
+
+def _fresh_sample_sections(
+    data_dir: Path,
+    models_dir: Path,
+    fig_dir: Path,
+    sources: tuple[FreshSource, ...],
+    *,
+    heading: str,
+    tag: str,
+    description: str,
+    quick: bool,
+) -> list[Section]:
     particles, tracks = fresh_tracks(data_dir, sources, QUICK_ROWS if quick else FRESH_TRACKS)
-    tag = "fresh Pythia: "
     sections = [
         efficiency_checks(
-            Section("Fresh Pythia particles: acceptance and tracking efficiency"), particles, models_dir,
-            fig_dir, description=f"simulated particles of new Pythia runs no model was trained on: {runs}",
-            tag=tag,
+            Section(f"{heading}: acceptance and tracking efficiency"), particles, models_dir, fig_dir,
+            description=f"simulated particles of {description}", tag=tag,
         )
     ]  # fmt: skip
     res_path, cov_path = models_dir / "tracking_resolution.onnx", models_dir / "tracking_covariance.onnx"
@@ -608,8 +642,8 @@ def fresh_sections(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick: bo
     cols = Columns.from_spec()
     log10p, eta = log10p_eta(tracks.conditions.astype(np.float64))
     note = (
-        f"Reference: the library on {len(tracks):,} tracks drawn from those particles (library noise seed "
-        f"{FRESH_SEED}). "
+        f"Reference: the library on {len(tracks):,} tracks drawn from those {len(particles):,} particles "
+        f"(library noise seed {FRESH_SEED}). "
     )
     for title, step, names, out_names in (
         ("resolution", "tracking_resolution", cols.resolution_conditions, cols.resolution_outputs),
@@ -618,16 +652,16 @@ def fresh_sections(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick: bo
         cond, _, ref = student_inputs(step, tracks)
         sections.append(
             generator_section(
-                f"Fresh Pythia particles: tracking {title}", step, cond.astype(np.float64),
-                ref.astype(np.float64), list(names), list(out_names), log10p, eta, models_dir, fig_dir,
-                quick=quick, weights_note=note, min_bin_rows=_scored_bin_rows(quick), tag=tag,
+                f"{heading}: tracking {title}", step, cond.astype(np.float64), ref.astype(np.float64),
+                list(names), list(out_names), log10p, eta, models_dir, fig_dir, quick=quick,
+                weights_note=note, min_bin_rows=_scored_bin_rows(quick), tag=tag,
             )
         )  # fmt: skip
     sections.append(
         chain_section(
             tracks, res_path, cov_path, fig_dir, quick=quick,
-            title="Fresh Pythia particles: resolution + covariance as served",
-            description="tracks of the fresh Pythia particles", tag=tag,
+            title=f"{heading}: resolution + covariance as served",
+            description=f"tracks of the {heading[0].lower() + heading[1:]}", tag=tag,
         )
     )  # fmt: skip
     return sections
