@@ -15,7 +15,8 @@ import onnxruntime as ort
 import pytest
 
 from ufsim_export.graphs.rng import mix64
-from ufsim_export.repository.gun import compute_features, synthetic_particles
+from ufsim_export.graphs.steps import compute_features
+from ufsim_export.repository.gun import synthetic_particles
 from ufsim_export.repository.inprocess import InProcessPipeline
 from ufsim_export.repository.writer import check_model_io, write_configs, write_repository
 from ufsim_export.spec import PipelineSpec, SpecError

@@ -24,9 +24,11 @@ draws the generator noise inside the graph from ``rng_key``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from numpy.typing import NDArray
 from onnx import version_converter
 
@@ -308,6 +310,16 @@ def build_graph_step(spec: PipelineSpec, step: StepSpec) -> onnx.ModelProto:
     b = GraphBuilder(step.name)
     _outputs(b, step, builder(b, spec, step))
     return b.build(doc=f"ufsim non-learnt step {step.name!r}, generated from the pipeline spec")
+
+
+def compute_features(spec: PipelineSpec, particles: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
+    """Run the spec's ``features`` graph on particles (pid, origin, momentum, n_tracks): what it serves."""
+    step = spec.step("features")
+    session = ort.InferenceSession(
+        build_graph_step(spec, step).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    outputs = session.run(None, {ref.name: particles[ref.name] for ref in step.inputs})
+    return {t.name: v for t, v in zip(step.outputs, outputs, strict=True)}
 
 
 def _conditions(b: GraphBuilder, spec: PipelineSpec, step: StepSpec) -> str:

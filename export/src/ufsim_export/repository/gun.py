@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from numpy.typing import NDArray
 
-from ..graphs.steps import build_graph_step
+from ..graphs.steps import compute_features
 from ..spec import PipelineSpec, StepSpec, default_spec_path, load_spec
 
 
@@ -37,16 +36,6 @@ def synthetic_particles(n: int, seed: int, spec: PipelineSpec | None = None) -> 
         "momentum": momentum.astype(np.float32),
         "n_tracks": rng.uniform(10, 300, (n, 1)).astype(np.float32),
     }
-
-
-def compute_features(spec: PipelineSpec, particles: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
-    """Run the spec's ``features`` graph on particles (so toy labels see the served features)."""
-    step = spec.step("features")
-    session = ort.InferenceSession(
-        build_graph_step(spec, step).SerializeToString(), providers=["CPUExecutionProvider"]
-    )
-    outputs = session.run(None, {ref.name: particles[ref.name] for ref in step.inputs})
-    return {t.name: v for t, v in zip(step.outputs, outputs, strict=True)}
 
 
 def gbdt_inputs(step: StepSpec, feats: dict[str, NDArray[Any]]) -> NDArray[Any]:

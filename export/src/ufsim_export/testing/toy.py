@@ -21,8 +21,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from ..convert.gbdt import gbdt_to_onnx
 from ..convert.generator import generator_to_onnx
+from ..graphs.steps import compute_features
 from ..models import ResidualGenerator
-from ..repository.gun import compute_features, gbdt_inputs, synthetic_particles
+from ..repository.gun import gbdt_inputs, synthetic_particles
 from ..repository.writer import write_repository
 from ..spec import PipelineSpec, StepSpec, default_spec_path, load_spec
 

@@ -27,7 +27,7 @@ from ufsim_client.readers.hepmc import read_hepmc
 from ufsim_client.readers.pythia import pythia_records
 
 from ..files import replacing
-from ..repository.gun import compute_features
+from ..graphs.steps import compute_features
 from ..spec import default_spec_path, load_spec
 from ..training.library import (
     DEFAULT_CACHE,
