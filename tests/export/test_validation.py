@@ -137,3 +137,24 @@ def test_pid_sections_score_the_committed_models(repo_root: Path, tmp_path: Path
     mu = rows[1].split(" | ")
     assert float(mu[1]) > 0.8 and abs(float(mu[3])) < 0.01
     assert is_muon.checks == 10 and all(s.checks > 0 for s in sections)
+
+
+def test_a_sample_too_small_for_any_efficiency_bin_is_scored_overall_only(
+    repo_root: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    from ufsim_export.training import tracking
+    from ufsim_export.validation.report import Section, efficiency_checks
+
+    data = shared_data / "lamarr-trk-2016MU"
+    particles = pd.read_parquet(data / tracking.ACCEPTANCE_FILE).iloc[:300]
+    models = repo_root / "export" / "models"
+    sec = efficiency_checks(Section("tiny"), particles, models, tmp_path, description="300", tag="t: ")
+    assert sec.checks == 5 and not any("bin" in miss for miss in sec.misses)
+    assert sum("| no bin |" in line for line in sec.lines) == 5
+    enough = efficiency_checks(
+        Section("enough"), pd.read_parquet(data / tracking.ACCEPTANCE_FILE).iloc[:60_000], models, tmp_path,
+        description="60,000 particles",
+    )  # fmt: skip
+    assert enough.checks == 10

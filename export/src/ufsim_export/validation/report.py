@@ -338,7 +338,7 @@ def efficiency_checks(
         "per particle in acceptance, the way the ensemble samples them (acceptance first, then the class): "
         "ε_type = Σ P_acc P_type / Σ P_acc, each side with its own acceptance. 2-D check bins: log10 p "
         f"{EFF_2D_LOG10P.tolist()} x η {EFF_2D_ETA.tolist()}, scored where the reference weight is ≥ "
-        f"{MIN_EFF_BIN_WEIGHT:g}.",
+        f"{MIN_EFF_BIN_WEIGHT:g} ('no bin': the sample is too small for any; only the overall Δ is scored).",
         "",
         "| quantity | reference | model | Δ overall | target | worst (p, η) bin Δ | bins scored | target |",
         "|---|---|---|---|---|---|---|---|",
@@ -363,12 +363,12 @@ def efficiency_checks(
         worst = float(diffs.max()) if diffs.size else float("nan")
         ok_overall = abs(delta) <= EFF_OVERALL_TARGET
         ok_bins = bool(diffs.size) and worst <= EFF_BIN_TARGET
-        sec.checks += 2
+        sec.checks += 2 if diffs.size else 1  # a sample too small for any bin has no bin check
         if not ok_overall:
             sec.misses.append(
                 f"{tag}efficiency {name}: overall Δ = {delta:+.4f} (target ±{EFF_OVERALL_TARGET})"
             )
-        if not ok_bins:
+        if diffs.size and not ok_bins:
             n_bad = int((diffs > EFF_BIN_TARGET).sum())
             sec.misses.append(
                 f"{tag}efficiency {name}: worst (p, η) bin |Δ| = {worst:.4f} (target {EFF_BIN_TARGET}; "
@@ -376,7 +376,7 @@ def efficiency_checks(
             )
         sec.lines.append(
             f"| {name} | {overall_ref:.4f} | {overall_mod:.4f} | {delta:+.4f} | {_mark(ok_overall)} | "
-            f"{_fmt(worst)} | {int(scored.sum())} | {_mark(ok_bins)} |"
+            f"{_fmt(worst)} | {int(scored.sum())} | {_mark(ok_bins) if diffs.size else 'no bin'} |"
         )
         cp, vp = _curve(log10p, ref, mod, w_ref, w_mod, CURVE_LOG10P)
         ce, ve = _curve(eta, ref, mod, w_ref, w_mod, CURVE_ETA)
