@@ -14,6 +14,7 @@ from ufsim_export.metrics import (
     binned_mean_2d,
     binned_w1_over_sigma,
     c2st_auc,
+    group_fidelity,
     robust_sigma,
     w1_over_sigma,
 )
@@ -158,3 +159,21 @@ def test_a_sample_too_small_for_any_efficiency_bin_is_scored_overall_only(
         description="60,000 particles",
     )  # fmt: skip
     assert enough.checks == 10
+
+
+def test_group_fidelity_sees_bias_and_width_at_fixed_particles() -> None:
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40), 500)
+    centre = rng.normal(0, 10, 40)[groups]
+    reference = centre + rng.normal(size=len(groups))
+    same = group_fidelity(reference, centre + rng.normal(size=len(groups)), groups)
+    assert same.groups == 40 and 0.05 < same.spread < 0.2
+    assert same.bias < 0.1 and 0.9 < same.width < 1.1
+    # overall the shifted, widened model is hardly distinguishable (spread 10x the noise); per group it is
+    off = group_fidelity(reference, centre + 0.5 + 1.5 * rng.normal(size=len(groups)), groups)
+    assert 0.4 < off.bias < 0.6 and 1.4 < off.width < 1.6
+    # groups below min_rows are not scored; two samples with their own row groups (halves of one)
+    assert group_fidelity(reference, reference, groups, min_rows=501).groups == 0
+    a, b = slice(0, None, 2), slice(1, None, 2)
+    half = group_fidelity(reference[a], reference[b], groups[a], model_groups=groups[b], min_rows=250)
+    assert half.groups == 40 and half.bias < 0.15

@@ -7,7 +7,9 @@
 - :func:`c2st_auc`: classifier two-sample test: a gradient-boosted classifier learns to tell model rows
   from reference rows (conditions + outputs); its held-out ROC AUC is 0.5 when the joint distributions
   agree;
-- :func:`binned_mean`: weighted means in bins (efficiency curves).
+- :func:`binned_mean`: weighted means in bins (efficiency curves);
+- :func:`group_fidelity`: the model's bias and width at fixed conditions (many rows of one particle), in
+  units of the reference's own spread there.
 """
 
 from __future__ import annotations
@@ -151,3 +153,67 @@ def binned_mean_2d(
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(sum_w > 0, sum_wv / sum_w, np.nan)
     return mean.reshape(shape), sum_w.reshape(shape)
+
+
+@dataclass(frozen=True)
+class GroupFidelity:
+    """Model vs reference at fixed conditions, medians (and spreads) over the groups scored."""
+
+    groups: int
+    spread: float
+    """The reference's standard deviation within a group over its overall one."""
+    bias: float
+    bias_p90: float
+    """|model mean - reference mean| within a group, over the reference's standard deviation there."""
+    width: float
+    width_p10: float
+    width_p90: float
+    """Model over reference standard deviation within a group."""
+
+
+def group_fidelity(
+    reference: NDArray[Any],
+    model: NDArray[Any],
+    groups: NDArray[Any],
+    *,
+    model_groups: NDArray[Any] | None = None,
+    min_rows: int = MIN_BIN_ROWS,
+) -> GroupFidelity:
+    """Bias and width of ``model`` against ``reference`` within each group both have >= ``min_rows`` of.
+
+    ``groups``: one label per row (1-D). A group is one set of conditions drawn many times (one particle);
+    the overall W1 averages over groups, so
+    a model can match it and still be biased or too wide at every fixed particle. ``model_groups``: the
+    model rows' groups where they are not the reference rows' (two halves of one sample, for a floor).
+    """
+    ref, mod = np.asarray(reference, np.float64), np.asarray(model, np.float64)
+    g_ref = np.asarray(groups)
+    g_mod = g_ref if model_groups is None else np.asarray(model_groups)
+    _, inverse = np.unique(np.concatenate([g_ref, g_mod]), return_inverse=True)
+    inverse = inverse.ravel()
+    k = int(inverse.max()) + 1 if inverse.size else 0
+
+    def moments(x: NDArray[Any], key: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
+        n = np.bincount(key, minlength=k).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.bincount(key, weights=x, minlength=k) / n
+            var = np.bincount(key, weights=x * x, minlength=k) / n - mean**2
+        return n, mean, np.sqrt(np.maximum(var, 0.0))
+
+    n_ref, m_ref, s_ref = moments(ref, inverse[: len(ref)])
+    n_mod, m_mod, s_mod = moments(mod, inverse[len(ref) :])
+    sel = (n_ref >= min_rows) & (n_mod >= min_rows) & (s_ref > 0)
+    if not sel.any():
+        nan = float("nan")
+        return GroupFidelity(0, nan, nan, nan, nan, nan, nan)
+    bias = np.abs(m_mod - m_ref)[sel] / s_ref[sel]
+    width = s_mod[sel] / s_ref[sel]
+    return GroupFidelity(
+        groups=int(sel.sum()),
+        spread=float(np.median(s_ref[sel]) / max(float(ref.std()), 1e-30)),
+        bias=float(np.median(bias)),
+        bias_p90=float(np.percentile(bias, 90)),
+        width=float(np.median(width)),
+        width_p10=float(np.percentile(width, 10)),
+        width_p90=float(np.percentile(width, 90)),
+    )

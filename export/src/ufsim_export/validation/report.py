@@ -48,6 +48,7 @@ from ..metrics import (
     binned_mean_2d,
     binned_w1_over_sigma,
     c2st_auc,
+    group_fidelity,
     robust_sigma,
     w1_over_sigma,
 )
@@ -427,10 +428,12 @@ def generator_section(
     weights_note: str = "",
     min_bin_rows: int = MIN_BIN_ROWS,
     tag: str = "",
+    particles: NDArray[Any] | None = None,
 ) -> Section:
     """W1/σ (overall, per (p, η) bin), overlays and C2ST of one ONNX generator against its reference.
 
     ``tag`` prefixes the misses and the figures' names (another sample of the same generator).
+    ``particles``: each row's particle (an id), where particles repeat: adds the fixed-particle table.
     """
     sec = Section(title)
     path = models_dir / f"{step}.onnx"
@@ -518,6 +521,8 @@ def generator_section(
         f"**AUC = {auc:.4f}** (target ≤ {AUC_TARGET}: {_mark(ok_auc)}).",
         "",
     ]
+    if particles is not None:
+        sec.lines += _fixed_particle_table(reference, model, particles, out_names, rng)
     sec.lines.append(f"<!-- {_slug(tag)}{step} c2st auc {auc:.6f} -->")
     overlay = fig_dir / f"{_slug(tag)}{step}_overlay.png"
     plot_overlays(reference, model, out_names, overlay, title=f"{step}: ONNX model vs reference")
@@ -530,6 +535,51 @@ def generator_section(
         "",
     ]
     return sec
+
+
+FIXED_PARTICLE_ROWS = 300
+"""Tracks a particle needs for the fixed-particle table."""
+
+
+def _fixed_particle_table(
+    reference: NDArray[Any],
+    model: NDArray[Any],
+    particles: NDArray[Any],
+    out_names: list[str],
+    rng: np.random.Generator,
+) -> list[str]:
+    """Bias and width at fixed particles (:func:`~ufsim_export.metrics.group_fidelity`), with their floors."""
+    order = rng.permutation(len(particles))
+    order = order[np.argsort(particles[order], kind="stable")]
+    a, b = order[0::2], order[1::2]
+    rows = []
+    for j, name in enumerate(out_names):
+        fit = group_fidelity(reference[:, j], model[:, j], particles, min_rows=FIXED_PARTICLE_ROWS)
+        floor = group_fidelity(
+            reference[a, j], reference[b, j], particles[a], model_groups=particles[b],
+            min_rows=FIXED_PARTICLE_ROWS // 2,
+        )  # fmt: skip
+        rows.append(
+            f"| {name} | {_fmt(fit.spread, 3)} | {_fmt(fit.bias, 3)}, {_fmt(fit.bias_p90, 3)} | "
+            f"{_fmt(floor.bias, 3)}, {_fmt(floor.bias_p90, 3)} | {_fmt(fit.width, 3)} "
+            f"({_fmt(fit.width_p10, 2)}–{_fmt(fit.width_p90, 2)}) | {_fmt(floor.width_p10, 2)}–"
+            f"{_fmt(floor.width_p90, 2)} |"
+        )
+    n_groups = group_fidelity(reference[:, 0], model[:, 0], particles, min_rows=FIXED_PARTICLE_ROWS).groups
+    return [
+        "",
+        f"**At fixed particles** (not scored): the {n_groups:,} particles drawn as ≥ {FIXED_PARTICLE_ROWS} "
+        "tracks. 'spread' = the library's standard deviation at a fixed particle over its overall one "
+        "(median); |bias| = the model's mean minus the library's at a fixed particle, over that spread "
+        "(median, 90th percentile); width = the model's standard deviation over the library's there "
+        "(median, 10th–90th percentile). 'floor' = the same between two halves of the library's tracks of "
+        "each particle (half the tracks, so a perfect model scores about 0.7 x the floor's bias).",
+        "",
+        "| output | spread | \\|bias\\|: median, p90 | floor | width: median (p10–p90) | floor (p10–p90) |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def _scored_bin_rows(quick: bool) -> int:
@@ -641,6 +691,7 @@ def _fresh_sample_sections(
         return sections
     cols = Columns.from_spec()
     log10p, eta = log10p_eta(tracks.conditions.astype(np.float64))
+    particle_ids = np.unique(tracks.conditions, axis=0, return_inverse=True)[1].ravel()
     note = (
         f"Reference: the library on {len(tracks):,} tracks drawn from those {len(particles):,} particles "
         f"(library noise seed {FRESH_SEED}). "
@@ -654,7 +705,7 @@ def _fresh_sample_sections(
             generator_section(
                 f"{heading}: tracking {title}", step, cond.astype(np.float64), ref.astype(np.float64),
                 list(names), list(out_names), log10p, eta, models_dir, fig_dir, quick=quick,
-                weights_note=note, min_bin_rows=_scored_bin_rows(quick), tag=tag,
+                weights_note=note, min_bin_rows=_scored_bin_rows(quick), tag=tag, particles=particle_ids,
             )
         )  # fmt: skip
     sections.append(
