@@ -177,3 +177,16 @@ def test_group_fidelity_sees_bias_and_width_at_fixed_particles() -> None:
     a, b = slice(0, None, 2), slice(1, None, 2)
     half = group_fidelity(reference[a], reference[b], groups[a], model_groups=groups[b], min_rows=250)
     assert half.groups == 40 and half.bias < 0.15
+
+
+def test_fixed_particle_table_only_where_particles_repeat() -> None:
+    from ufsim_export.validation.report import FIXED_PARTICLE_ROWS, _fixed_particle_table
+
+    rng = np.random.default_rng(1)
+    reference, model = rng.normal(size=(4000, 2)), rng.normal(size=(4000, 2))
+    assert _fixed_particle_table(reference, model, np.arange(4000), ["a", "b"], rng) == []
+    repeated = np.repeat(np.arange(4000 // FIXED_PARTICLE_ROWS + 1), FIXED_PARTICLE_ROWS)[:4000]
+    lines = _fixed_particle_table(reference, model, repeated, ["a", "b"], rng)
+    assert f"the {4000 // FIXED_PARTICLE_ROWS} particles drawn" in lines[1]
+    rows = [line.split(" | ")[0] for line in lines if line.startswith(("| a ", "| b "))]
+    assert rows == ["| a", "| b"]

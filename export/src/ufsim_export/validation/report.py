@@ -548,7 +548,13 @@ def _fixed_particle_table(
     out_names: list[str],
     rng: np.random.Generator,
 ) -> list[str]:
-    """Bias and width at fixed particles (:func:`~ufsim_export.metrics.group_fidelity`), with their floors."""
+    """Bias and width at fixed particles (:func:`~ufsim_export.metrics.group_fidelity`), with their floors.
+
+    Nothing where no particle is drawn often enough (a sample of many particles, each drawn a few times).
+    """
+    n_groups = group_fidelity(reference[:, 0], model[:, 0], particles, min_rows=FIXED_PARTICLE_ROWS).groups
+    if not n_groups:
+        return []
     order = rng.permutation(len(particles))
     order = order[np.argsort(particles[order], kind="stable")]
     a, b = order[0::2], order[1::2]
@@ -565,7 +571,6 @@ def _fixed_particle_table(
             f"({_fmt(fit.width_p10, 2)}–{_fmt(fit.width_p90, 2)}) | {_fmt(floor.width_p10, 2)}–"
             f"{_fmt(floor.width_p90, 2)} |"
         )
-    n_groups = group_fidelity(reference[:, 0], model[:, 0], particles, min_rows=FIXED_PARTICLE_ROWS).groups
     return [
         "",
         f"**At fixed particles** (not scored): the {n_groups:,} particles drawn as ≥ {FIXED_PARTICLE_ROWS} "
