@@ -89,11 +89,12 @@ QUICK_PYTHIA_SOURCES = (
     FreshSource("pythia_bbbar", "bbbar.cmnd", 102, 20),
 )
 HEPMC_SOURCES = (FreshSource("hepmc2_crossings", hepmc="evt*.mc2"),)
-"""The 10 shared bunch crossings (26 collisions, each with a signal B): 1,682 particles to simulate."""
+"""The 10 shared bunch crossings (each one signal B among 1-6 collisions): 1,682 particles to simulate."""
 FRESH_SEED = 20_261_204
 """Labelled-set seed (library noise) of the fresh tracks: no training or other report set uses it."""
 FULL_TRACKS = 500_000
-"""Fresh tracks scored (each particle drawn about 4 times on average, with its own noise each time)."""
+"""Fresh tracks scored per sample, each with its own noise: a few per Pythia particle, hundreds per HepMC2
+particle (so those test the distributions at fixed particles)."""
 
 
 def source_particles(
