@@ -182,9 +182,9 @@ def group_fidelity(
     """Bias and width of ``model`` against ``reference`` within each group both have >= ``min_rows`` of.
 
     ``groups``: one label per row (1-D). A group is one set of conditions drawn many times (one particle);
-    the overall W1 averages over groups, so
-    a model can match it and still be biased or too wide at every fixed particle. ``model_groups``: the
-    model rows' groups where they are not the reference rows' (two halves of one sample, for a floor).
+    the overall W1 averages over groups, so a model can match it and still be biased or too wide at every
+    fixed particle. ``model_groups``: the model rows' groups where they are not the reference rows' (two
+    halves of one sample, for a floor).
     """
     ref, mod = np.asarray(reference, np.float64), np.asarray(model, np.float64)
     g_ref = np.asarray(groups)

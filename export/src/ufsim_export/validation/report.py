@@ -552,15 +552,18 @@ def _fixed_particle_table(
 
     Nothing where no particle is drawn often enough (a sample of many particles, each drawn a few times).
     """
-    n_groups = group_fidelity(reference[:, 0], model[:, 0], particles, min_rows=FIXED_PARTICLE_ROWS).groups
+    fits = [
+        group_fidelity(reference[:, j], model[:, j], particles, min_rows=FIXED_PARTICLE_ROWS)
+        for j in range(len(out_names))
+    ]
+    n_groups = fits[0].groups
     if not n_groups:
         return []
     order = rng.permutation(len(particles))
     order = order[np.argsort(particles[order], kind="stable")]
     a, b = order[0::2], order[1::2]
     rows = []
-    for j, name in enumerate(out_names):
-        fit = group_fidelity(reference[:, j], model[:, j], particles, min_rows=FIXED_PARTICLE_ROWS)
+    for j, (name, fit) in enumerate(zip(out_names, fits, strict=True)):
         floor = group_fidelity(
             reference[a, j], reference[b, j], particles[a], model_groups=particles[b],
             min_rows=FIXED_PARTICLE_ROWS // 2,
@@ -619,33 +622,59 @@ def tracking_sections(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick:
         sec = Section("Tracking generators", ["tracking_resolution/covariance.onnx missing: not validated."])
         sec.misses.append("tracking generators missing")
         return [sec]
-    cols = Columns.from_spec()
     tracks = held_out_tracks(data_dir, QUICK_ROWS if quick else FULL_ROWS)
-    cond = tracks.conditions.astype(np.float64)
-    log10p, eta = log10p_eta(cond)
-    min_bin = _scored_bin_rows(quick)
     note = (
         f"Reference: the library on {len(tracks):,} held-out tracks (validation-split particles, library "
         f"noise seed {REPORT_SEED}, never trained on). "
     )
-    res_cond, _, res_ref = student_inputs("tracking_resolution", tracks)
-    cov_cond, _, cov_ref = student_inputs("tracking_covariance", tracks)
-    sections = [
-        generator_section(
-            "Tracking resolution (generator)", "tracking_resolution", res_cond.astype(np.float64),
-            res_ref.astype(np.float64), list(cols.resolution_conditions), list(cols.resolution_outputs),
-            log10p, eta, models_dir, fig_dir, quick=quick, weights_note=note, min_bin_rows=min_bin,
-        ),
-        generator_section(
-            "Tracking covariance (generator, conditioned on the library's track quality)",
-            "tracking_covariance", cov_cond.astype(np.float64), cov_ref.astype(np.float64),
-            list(cols.covariance_conditions), list(cols.covariance_outputs), log10p, eta, models_dir,
-            fig_dir, quick=quick, weights_note=note, min_bin_rows=min_bin,
-        ),
-    ]  # fmt: skip
-    sections.append(chain_section(tracks, res_path, cov_path, fig_dir, quick=quick))
-    sections.append(parity_section(tracks, res_path, cov_path, cols))
+    titles = (
+        "Tracking resolution (generator)",
+        "Tracking covariance (generator, conditioned on the library's track quality)",
+        "Resolution + covariance as served (joint), and the integer nDoF",
+    )
+    sections = distribution_sections(
+        tracks, models_dir, fig_dir, quick=quick, note=note, titles=titles, description="held-out tracks"
+    )
+    sections.append(parity_section(tracks, res_path, cov_path, Columns.from_spec()))
     return sections
+
+
+def distribution_sections(
+    tracks: LabelledSet,
+    models_dir: Path,
+    fig_dir: Path,
+    *,
+    quick: bool,
+    note: str,
+    titles: tuple[str, str, str],
+    description: str,
+    tag: str = "",
+    particles: NDArray[Any] | None = None,
+) -> list[Section]:
+    """Resolution, covariance (on the library's quality) and the served chain on one sample of tracks.
+
+    ``titles``: the three sections'; ``tag``/``particles`` as in :func:`generator_section`.
+    """
+    cols = Columns.from_spec()
+    log10p, eta = log10p_eta(tracks.conditions.astype(np.float64))
+    sections = []
+    for title, step, cond_names, out_names in (
+        (titles[0], "tracking_resolution", cols.resolution_conditions, cols.resolution_outputs),
+        (titles[1], "tracking_covariance", cols.covariance_conditions, cols.covariance_outputs),
+    ):
+        cond, _, ref = student_inputs(step, tracks)
+        sections.append(
+            generator_section(
+                title, step, cond.astype(np.float64), ref.astype(np.float64), list(cond_names),
+                list(out_names), log10p, eta, models_dir, fig_dir, quick=quick, weights_note=note,
+                min_bin_rows=_scored_bin_rows(quick), tag=tag, particles=particles,
+            )
+        )  # fmt: skip
+    res_path, cov_path = models_dir / "tracking_resolution.onnx", models_dir / "tracking_covariance.onnx"
+    chain = chain_section(
+        tracks, res_path, cov_path, fig_dir, quick=quick, title=titles[2], description=description, tag=tag
+    )
+    return [*sections, chain]
 
 
 FRESH_SAMPLES = (
@@ -694,31 +723,19 @@ def _fresh_sample_sections(
     if not (res_path.exists() and cov_path.exists()):
         sections[0].misses.append(f"{tag}tracking generators missing")
         return sections
-    cols = Columns.from_spec()
-    log10p, eta = log10p_eta(tracks.conditions.astype(np.float64))
-    particle_ids = np.unique(tracks.conditions, axis=0, return_inverse=True)[1].ravel()
     note = (
         f"Reference: the library on {len(tracks):,} tracks drawn from those {len(particles):,} particles "
         f"(library noise seed {FRESH_SEED}). "
     )
-    for title, step, names, out_names in (
-        ("resolution", "tracking_resolution", cols.resolution_conditions, cols.resolution_outputs),
-        ("covariance", "tracking_covariance", cols.covariance_conditions, cols.covariance_outputs),
-    ):
-        cond, _, ref = student_inputs(step, tracks)
-        sections.append(
-            generator_section(
-                f"{heading}: tracking {title}", step, cond.astype(np.float64), ref.astype(np.float64),
-                list(names), list(out_names), log10p, eta, models_dir, fig_dir, quick=quick,
-                weights_note=note, min_bin_rows=_scored_bin_rows(quick), tag=tag, particles=particle_ids,
-            )
-        )  # fmt: skip
-    sections.append(
-        chain_section(
-            tracks, res_path, cov_path, fig_dir, quick=quick,
-            title=f"{heading}: resolution + covariance as served",
-            description=f"tracks of the {heading[0].lower() + heading[1:]}", tag=tag,
-        )
+    titles = (
+        f"{heading}: tracking resolution",
+        f"{heading}: tracking covariance",
+        f"{heading}: resolution + covariance as served",
+    )
+    sections += distribution_sections(
+        tracks, models_dir, fig_dir, quick=quick, note=note, titles=titles,
+        description=f"tracks of the {heading[0].lower() + heading[1:]}", tag=tag,
+        particles=np.unique(tracks.conditions, axis=0, return_inverse=True)[1].ravel(),
     )  # fmt: skip
     return sections
 
@@ -730,8 +747,8 @@ def chain_section(
     fig_dir: Path,
     *,
     quick: bool,
-    title: str = "Resolution + covariance as served (joint), and the integer nDoF",
-    description: str = "held-out tracks",
+    title: str,
+    description: str,
     tag: str = "",
 ) -> Section:
     """The served chain (covariance on the generated quality) vs the library's, and the integer nDoF.
