@@ -115,6 +115,16 @@ def test_converted_gbdt_matches_predict_proba(
     assert report.worst <= 1e-5
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_conversion_is_byte_for_byte_reproducible(
+    zoo: dict[tuple[str, int], Any], X: np.ndarray, implementation: str
+) -> None:
+    model = zoo[("lightgbm", 4)]
+    first, second = (gbdt_to_onnx(model, X[:64], implementation=implementation) for _ in range(2))
+    assert first.SerializeToString() == second.SerializeToString()
+    assert first.graph.name == f"LGBMClassifier_{implementation}"
+
+
 @pytest.mark.parametrize("family", ["sklearn-gb", "sklearn-hgb", "lightgbm"])
 def test_split_between_adjacent_float32_values_is_exact(family: str) -> None:
     """A float64 threshold between two adjacent float32 values must not round onto one of them."""

@@ -410,5 +410,6 @@ def gbdt_to_onnx(
     set_shape(onnx_model.graph.input[0], ["N", n_features])
     set_shape(onnx_model.graph.output[0], ["N", len(model.classes_)])
     onnx_model.doc_string = f"{type(model).__name__} via {implementation} (ufsim_export.convert.gbdt)"
+    onnx_model.graph.name = f"{type(model).__name__}_{implementation}"  # onnxmltools gives a random uuid
     check_production_compat(onnx_model)
     return onnx_model
