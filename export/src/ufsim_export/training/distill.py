@@ -170,11 +170,9 @@ FULL_RESOLUTION = DistillConfig(
     spread_rows=2_000_000,
     regression_precision="float64",
 )
-FULL_COVARIANCE = replace(
-    FULL_RESOLUTION, n_residual=8, epochs=0, spread_steps=40_000, regression_precision="float32"
-)
-"""The resolution refits its committed regression by MSE (6 epochs at lr 2e-4), the covariance keeps its
-own (``epochs=0``); each then fits its spread chain on the regression's residuals. Both train on 2M
+FULL_COVARIANCE = replace(FULL_RESOLUTION, n_residual=8, spread_steps=40_000, regression_precision="float32")
+"""Each refits its committed regression by MSE (6 epochs at lr 2e-4), then fits its spread chain on the
+regression's residuals. Both train on 2M
 library-labelled tracks drawn (p, η)-balanced (``label_balance`` 0.75: 8M natural tracks resampled by
 density^-0.75, at most 10x the mean; round 2, library seed 201), at unit weights. The chains before fitted
 the natural draw of round 1 with the same balancing as weights (``spread_balance`` 0.75: 0.90M effective
