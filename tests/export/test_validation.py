@@ -146,16 +146,16 @@ def test_a_sample_too_small_for_any_efficiency_bin_is_scored_overall_only(
     import pandas as pd
 
     from ufsim_export.training import tracking
-    from ufsim_export.validation.report import Section, efficiency_checks
+    from ufsim_export.validation.report import efficiency_checks
 
     data = shared_data / "lamarr-trk-2016MU"
     particles = pd.read_parquet(data / tracking.ACCEPTANCE_FILE).iloc[:300]
     models = repo_root / "export" / "models"
-    sec = efficiency_checks(Section("tiny"), particles, models, tmp_path, description="300", tag="t: ")
+    sec = efficiency_checks("tiny", particles, models, tmp_path, description="300", tag="t: ")
     assert sec.checks == 5 and not any("bin" in miss for miss in sec.misses)
     assert sum("| no bin |" in line for line in sec.lines) == 5
     enough = efficiency_checks(
-        Section("enough"), pd.read_parquet(data / tracking.ACCEPTANCE_FILE).iloc[:60_000], models, tmp_path,
+        "enough", pd.read_parquet(data / tracking.ACCEPTANCE_FILE).iloc[:60_000], models, tmp_path,
         description="60,000 particles",
     )  # fmt: skip
     assert enough.checks == 10

@@ -301,18 +301,19 @@ def efficiency_section(data_dir: Path, models_dir: Path, fig_dir: Path, *, quick
     if quick:
         idx = idx[:: max(1, len(idx) // 20000)]
     return efficiency_checks(
-        Section("Acceptance and tracking efficiency (GBDTs)"), df.iloc[idx], models_dir, fig_dir,
+        "Acceptance and tracking efficiency (GBDTs)", df.iloc[idx], models_dir, fig_dir,
         description="validation particles (whole events never trained on)",
     )  # fmt: skip
 
 
 def efficiency_checks(
-    sec: Section, particles: pd.DataFrame, models_dir: Path, fig_dir: Path, *, description: str, tag: str = ""
+    title: str, particles: pd.DataFrame, models_dir: Path, fig_dir: Path, *, description: str, tag: str = ""
 ) -> Section:
-    """The efficiency table and curves of ``particles`` (12 features, the library's probabilities) in ``sec``.
+    """Section ``title``: the efficiency table and curves of ``particles`` (features, library probabilities).
 
     ``tag`` prefixes the misses and the figure's name (another particle sample in the same report).
     """
+    sec = Section(title)
     acc_path, eff_path = models_dir / "acceptance.onnx", models_dir / "tracking_efficiency.onnx"
     if not (acc_path.exists() and eff_path.exists()):
         sec.lines.append("acceptance.onnx / tracking_efficiency.onnx missing: not validated.")
@@ -715,7 +716,7 @@ def _fresh_sample_sections(
     particles, tracks = fresh_tracks(data_dir, sources, QUICK_ROWS if quick else FRESH_TRACKS)
     sections = [
         efficiency_checks(
-            Section(f"{heading}: acceptance and tracking efficiency"), particles, models_dir, fig_dir,
+            f"{heading}: acceptance and tracking efficiency", particles, models_dir, fig_dir,
             description=f"simulated particles of {description}", tag=tag,
         )
     ]  # fmt: skip
