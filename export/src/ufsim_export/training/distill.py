@@ -170,9 +170,11 @@ FULL_RESOLUTION = DistillConfig(
     spread_rows=2_000_000,
     regression_precision="float64",
 )
-FULL_COVARIANCE = replace(FULL_RESOLUTION, n_residual=8, spread_steps=40_000, regression_precision="float32")
-"""Each refits its committed regression by MSE (6 epochs at lr 2e-4), then fits its spread chain on the
-regression's residuals. Both train on 2M
+FULL_COVARIANCE = replace(
+    FULL_RESOLUTION, n_residual=8, epochs=0, spread_steps=40_000, regression_precision="float32"
+)
+"""The resolution refits its committed regression by MSE (6 epochs at lr 2e-4), the covariance keeps its
+own (``epochs=0``); each then fits its spread chain on the regression's residuals. Both train on 2M
 library-labelled tracks drawn (p, η)-balanced (``label_balance`` 0.75: 8M natural tracks resampled by
 density^-0.75, at most 10x the mean; round 2, library seed 201), at unit weights. The chains before fitted
 the natural draw of round 1 with the same balancing as weights (``spread_balance`` 0.75: 0.90M effective
@@ -206,7 +208,9 @@ chain on the fine-tuned regression in `make validate`, served parity medians and
 9 outputs 3-10 % closer (regression stage 7-24 %; no target crossed), resolution AUC 0.504 (0.508),
 served chain AUC 0.524 (0.520), worst bins over 4 noise draws dy 0.056 -> 0.051, dtx 0.051 -> 0.046,
 chi2PerDoF 0.032 -> 0.025, but dx 0.054 -> 0.057, nDoF_f 0.035 -> 0.041; 127 of 161 checks either way.
-The covariance's regression is at its validation loss before the fine-tune (0.0594) and is kept.
+The covariance's regression is at its validation loss before the fine-tune (0.0594) and is kept: the
+same refit on round 2's balanced draw (measured at 7f5b7fe, not adopted) took it to 0.0643 after one
+epoch and 0.0604 after six, the draw's sparse corners costing the natural validation tracks.
 ``epochs > 0`` continues the regression on the round's labels before the chain.
 ``lbfgs_chunks`` refines it by L-BFGS, measured once and not adopted: the resolution refined on 12 chunks
 of 200,000 rows of both round-1 sets (commit 3c1452e) went from validation loss 0.158 to 0.118 (0.122
