@@ -9,19 +9,9 @@ N(0, 1) noise makes every output distribution right for any N(0, 1) noise, and g
 The served covariance step is conditioned on the generated chi2PerDoF, nDoF_f and ghostProb; the
 student learns it on the library's own resolution outputs of the same track (Lamarr's chain).
 
-What limits parity is how closely the regression follows the map, not the spaces it is fitted in. The
-library exposes its own transforms (``resolution_tX``, ``resolution_tY``: per column, monotone), so the
-student was also fitted in the teacher's exact spaces, where its target is the teacher's network output
-itself. Measured once, fresh students, 1M round-1 tracks, batch 512, the 20,000 held-out rows: 3 epochs
-reached validation MSE 0.167 in the library's spaces against 0.174 in ours, with the same physical
-parity (dx p99 |Δ|/σ 3.2 against 2.9, chi2PerDoF median 0.31 either way); 10 epochs in the library's
-0.140; 256 units wide, ours, 3 epochs 0.145 (dx p99 2.3). The committed regression: 0.158, dx p99 2.3.
-The p99 target (0.3) needs errors about 10x smaller, far beyond these CPU budgets: the 1 % of tracks
-that set it sit in the outputs' far tails (median |Gaussianised label| 2.5 against 0.68 for all tracks),
-where a Gaussian-space error of 0.36 becomes several σ through the steep inverse quantile map.
-Fitting the library's local slopes as well (Sobolev training: each track labelled again at 4 nearby noise
-points z + 0.02 v, the student's differences fitted to the library's) did not help: on the same 1.25M
-library calls, 6 epochs from the committed regression reached 0.1245 against plain MSE's 0.1223.
+What limits per-track parity is how closely the regression follows the map: about 10x smaller errors than
+these CPU budgets reach (fits in the library's own spaces, wider and longer students and Sobolev training
+were measured: ``export/reports/experiments.md``).
 """
 
 from __future__ import annotations
@@ -106,9 +96,8 @@ class DistillConfig:
     """L-BFGS iterations per chunk: few enough that no chunk is overfitted."""
     spread_width: int = 48
     spread_residual: int = 2
-    """Spread stages of 48 units and 2 residual layers, measured on held-out tracks (covariance AUC, served
-    chain AUC): 32 x 2 after 16,000 steps 0.544, 0.551; 48 x 2 after 24,000 0.527, 0.535; 64 x 3 after
-    16,000 0.524, 0.530 at about 1.5x the CPU of 48 x 2."""
+    """Spread stages of 48 units and 2 residual layers: 64 x 3 gained 0.003-0.005 of AUC at 1.5x the CPU
+    (``export/reports/experiments.md``)."""
     spread_rows: int = 1_000_000
     """Training tracks the spread chain is fitted on (the first ones of the round's labels)."""
     spread_steps: int = 24_000
@@ -132,13 +121,8 @@ class DistillConfig:
     either way): see :data:`FULL_RESOLUTION`."""
     candidates: int = 1
     """Runs (seeds ``seed``, ``seed + 1``, ...) fitted; the best on the selection sample is kept
-    (:func:`train_selected`). Measured and not adopted for the tracking generators: the full resolution at
-    seeds 0, 1, 2 scored worst bins (worst output) of 0.052, 0.065, 0.049 on the 1M-track selection sample
-    and 0.049, 0.055, 0.058 on the report's (scored draw), so the selection would have kept seed 2 and the
-    report would have missed dty and ghostProb (0.054, 0.058). The sparse bins' sampling noise (their
-    floors are 0.03-0.07) is as large as the runs' differences: at 1M tracks the score cannot rank them.
-    The covariance's runs scored 0.059, 0.064, 0.065 (seed 0, the committed model, kept). RICH's runs
-    differ by more (0.044-0.074), and its selection agreed with the report."""
+    (:func:`train_selected`). The tracking generators fit one: their runs differ by less than the sparse bins'
+    sampling noise, so a 1M-track selection sample cannot rank them (``export/reports/experiments.md``)."""
     selection_rows: int = 1_000_000
     """Library-labelled validation-split tracks the candidates are scored on."""
 
@@ -175,68 +159,11 @@ FULL_COVARIANCE = replace(
 )
 """The resolution refits its committed regression by MSE (6 epochs at lr 2e-4), the covariance keeps its
 own (``epochs=0``); each then fits its spread chain on the regression's residuals. Both train on 2M
-library-labelled tracks drawn (p, η)-balanced (``label_balance`` 0.75: 8M natural tracks resampled by
-density^-0.75, at most 10x the mean; round 2, library seed 201), at unit weights. The chains before fitted
-the natural draw of round 1 with the same balancing as weights (``spread_balance`` 0.75: 0.90M effective
-rows, and the sparse corners' rows repeated instead of new tracks). On the report's 1M held-out tracks,
-worst (p, η) bin at the scored draw and the largest over 4 noise draws, weights -> drawn: dx 0.041/0.059
--> 0.039/0.054, dy 0.049/0.058 -> 0.043/0.056, dtx 0.035/0.054 -> 0.036/0.051, ghostProb 0.045/0.050 ->
-0.039/0.039, nDoF_f 0.042/0.045 -> 0.032/0.035, log_cov_00 0.042/0.058 -> 0.040/0.055, log_cov_11
-0.048/0.061 -> 0.043/0.059, corr_34 0.047/0.051 -> 0.039/0.044, but dty 0.027/0.037 -> 0.039/0.045,
-corr_04 0.042/0.047 -> 0.048/0.049, corr_24 0.046/0.052 -> 0.048/0.054; outputs above 0.05 at some draw
-8 -> 6 of 24; served chain AUC 0.525 -> 0.520; 127 of 161 checks (125): log_cov_22's and _33's parity
-medians reached 0.048 and 0.050. One fit of each, so part of every difference is the fit's own seed.
-The weighted chains' history: against the unweighted chains on 1M tracks, over 3 noise draws on the report's
-1M held-out tracks, the worst bins at η > 4.5 below 10 GeV (1.9 % of the tracks) went from 0.057-0.076 to
-0.045-0.068 (dy), 0.048-0.061 to 0.035-0.058 (dx), 0.046-0.056 to 0.026-0.030 (ghostProb), 0.068-0.085 to
-0.049-0.061 (log_cov_00, _11), 0.052-0.073 to 0.044-0.051 (corr_14), 0.056-0.059 to 0.046-0.058 (corr_13),
-but 0.037-0.051 to 0.048-0.057 (dtx); nDoF_f's at 10-32 GeV, η > 4.5 from 0.056-0.063 to 0.044-0.046. That
-was exponent 0.5; 0.75 (0.90M effective rows) took the worst bins over 4 noise draws from 0.068 to 0.058
-(dy), 0.057 to 0.054 (dtx), 0.058 to 0.048 (corr_13), 0.056 to 0.052 (corr_24), but 0.046 to 0.050
-(ghostProb) and 0.047 to 0.051 (corr_34); log_cov_11 0.061 either way. At the report's scored draw every
-tracking bin check passed (3 missed at 0.5); served chain AUC 0.525 (0.510).
-The regressions' history (manifest ``training.warm_start``: parent sha256 and schedule, nested): from scratch
-5 epochs at batch 512 / lr 2e-3, then 12 at 1024 / 1e-3, then 16 at 1024 / 5e-4 on the same 1M labels
-(round 0), then 20 at 3e-4 on 4M fresh ones (round 1), then 20 at 2e-4 on the same 4M (one-cycle each),
-then the covariance 12 more; an energy-score fine-tune followed the resolution's rounds until the spread
-chain replaced it, and left its regression at validation loss 0.158 (0.1165 before). Refitting that by MSE
-(``epochs=6``, lr 2e-4, round 1's 2M tracks; 2 min) took it back to 0.1168 and its regression stage's
-parity 10-20 % closer (the served draw's 4-10 %; no parity target crossed), but with its refitted (weighted)
-spread chain dy's and nDoF_f's worst bins missed (0.054, 0.051; 123 of 161). The same refit on round 2's
-balanced draw, with its chain fitted there, is adopted (``epochs=6``; validation loss 0.1182): against the
-chain on the fine-tuned regression in `make validate`, served parity medians and 99th percentiles of the
-9 outputs 3-10 % closer (regression stage 7-24 %; no target crossed), resolution AUC 0.504 (0.508),
-served chain AUC 0.524 (0.520), worst bins over 4 noise draws dy 0.056 -> 0.051, dtx 0.051 -> 0.046,
-chi2PerDoF 0.032 -> 0.025, but dx 0.054 -> 0.057, nDoF_f 0.035 -> 0.041; 127 of 161 checks either way.
-The covariance's regression is at its validation loss before the fine-tune (0.0594) and is kept: the
-same refit on round 2's balanced draw (measured at 7f5b7fe, not adopted) took it to 0.0643 after one
-epoch and 0.0604 after six, the draw's sparse corners costing the natural validation tracks.
-``epochs > 0`` continues the regression on the round's labels before the chain.
-``lbfgs_chunks`` refines it by L-BFGS, measured once and not adopted: the resolution refined on 12 chunks
-of 200,000 rows of both round-1 sets (commit 3c1452e) went from validation loss 0.158 to 0.118 (0.122
-after one chunk, flat after four), its regression stage's parity medians and 99th percentiles 5-24 %
-lower (served: chi2PerDoF's median 0.362 against 0.392, dtx's p99 0.380 against 0.377), served chain AUC
-0.516 (0.522), but with its refitted spread chain it drew dp of 1-3 TeV for a few particles below
-3.2 GeV and η < 2.5 (the library: 4 above 100 GeV in 45,864, none above 0.4 TeV), which took the worst
-dp bin's W1/σ to 0.104 in `make validate` (0.031 before; 0.03-0.13 over other noise seeds, before
-0.02-0.05), and 3 of the report's bin checks missed that had passed (119 of 161 on the 200,000-track
-report of the time). On the
-covariance its first two chunks raised the validation loss (0.0594 to 0.0604, 0.0601): 12 more Adam
-epochs on the same labels had left it lower on them (0.056).
-The resolution's spread stages at 40,000 steps (commit 5e18f22, measured once, not adopted): nDoF_f's and
-chi2PerDoF's worst bins came down over 3 other noise draws (0.045-0.053, 0.034-0.052; 0.053-0.060,
-0.048-0.055 at 24,000), but dx, dy and ghostProb missed a bin at the scored draw (0.050, 0.056, 0.056),
-dp's worst bin reached 0.17 at another draw (TeV dp drawn below 3.2 GeV, as with the L-BFGS regression)
-and dp's W1/σ_robust 8.8 (5.2): 119 of 161 checks. The covariance's 15 spread stages fit 40,000 steps
-each. Against 24,000 in `make validate`: AUC 0.512 against 0.521 (0.522 against 0.535 with the
-resolution, as served); log_cov_44's worst (p, η) bin 0.043 against 0.051, but corr_13's 0.0508 against
-0.0494, in a bin whose reference halves alone differ by 0.038.
-The resolution's regression runs in float64 (``regression_precision``), measured on the report's 50,000
-held-out tracks against the module in float64 throughout: float32 everywhere 1.1e-5 (the target is 1e-5),
-the spread chain alone in float64 1.0e-5, the regression alone 2.5e-6, both 1.8e-6; the ONNX graph with
-the float64 regression is 3.2e-6 off its PyTorch module. It costs the model 2.2x its CPU time (ONNX
-Runtime, one thread, batches of 4,096, side by side: 9.4 against 4.3 µs per track); the float64 core
-cost 2.9x. The covariance meets the target in float32 and stays there."""
+library-labelled tracks drawn (p, η)-balanced (``label_balance`` 0.75, round 2, library seed 201) at unit
+weights; the covariance's 15 spread stages fit 40,000 steps each. The resolution's regression runs in
+float64 in the graph (float32's rounding, amplified by the far tails' inverse quantile maps, missed the
+1e-5 ONNX target), at 2.2x that model's CPU. The regressions' history and every variant measured:
+``export/reports/experiments.md``."""
 QUICK_RESOLUTION = DistillConfig(
     width=32, n_residual=2, n_train=6_000, n_val=2_000, epochs=1, n_knots=51, spread_width=16,
     spread_residual=1, spread_rows=6_000, spread_steps=50, lbfgs_chunks=1, lbfgs_rows=3_000,

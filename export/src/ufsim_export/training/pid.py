@@ -98,52 +98,13 @@ STAGE_SIZES = {
 """Per generator: each chain stage's width and residual depth, its fit steps (batch 512) and, where not the
 default 300,000, its training sample (``gen``), and how many runs (``candidates``, seeds ``seed``,
 ``seed + 1``, ...) are fitted to keep the best on a held-out selection sample (:func:`select_candidate`).
-Measured on
-fresh calibration samples, RICH two-sample AUC: 64 x 3 stages 0.59 after 6,000 steps, 0.545 after 12,000
-and 0.54 after 24,000; 128 x 4 stages 0.55 and 0.51 after 6,000 and 12,000. The muon chain reaches 0.49
-with 64 x 3 after 6,000 steps. In ONNX Runtime (one thread, 8192 rows) the 64 x 3 global PID chain costs
-1.4x the former single network (5.6 against 3.9 µs a row); in an earlier layout, where every stage
-re-transformed its inputs, 64 x 3 stages cost 17.8 µs and 128 x 4 ones 36. Fitting RICH and the global
-PID on 1M calibration tracks instead of 300k gave nothing beyond the evaluation's noise.
-RICH fits 96,000 steps: scored on two fresh 1M-row samples in (p, η) bins, 64 x 3 stages after 24,000
-steps left 8 (output, bin) pairs above W1/σ 0.05 on each sample, AUC 0.534 / 0.538; after 48,000, 5 and 4
-pairs, AUC 0.520 / 0.521; after 96,000, 3 and 1, AUC 0.516 / 0.516; 128 x 3 stages after 24,000 steps (2x
-the serving CPU) 7 and 6 pairs. Most of those were below the pion Cherenkov threshold (2.6 GeV in C4F10),
-a kink in p the chains smoothed; with the radiators' yield fractions as inputs (:data:`RICH_THRESHOLDS_MEV`,
-3 % more serving CPU) 24,000 steps leave 3 and 4 pairs (AUC 0.526 / 0.527) and 96,000 leave 2 and 2 (AUC
-0.513 / 0.516), 3 against 4 on a third sample: the worst DLLk and DLLp below 3.2 GeV drop from 0.057-0.070
-to 0.043-0.058, and what is left is mostly DLLe and DLLmu at 10-32 GeV and η < 2.5 (0.05-0.07), near
-RICH1's acceptance edge. Hard η-acceptance steps as inputs did not help there (5 pairs at 24,000 steps);
-192,000 steps (70 min on one core) leave 3, 1 and 2 pairs, AUC 0.513 / 0.515 / 0.515: marginal.
-The radiators' soft η boxes as further inputs (each one's ring fraction at RICH1's and RICH2's edges, with
-the balanced phase; commit 0b062d1, measured once on the two report samples, not adopted) took RichDLLk's
-worst bin, below RICH1's edge, to 0.042 (0.048), but RichDLLe's and RichDLLmu's at 10-32 GeV and η < 2.5
-to 0.070 / 0.074 and 0.087 / 0.090 (0.037 / 0.041 and 0.058 / 0.059): the electrons there drawn far off
-(W1 0.27 of the bin's σ).
-RICH's main fit was 96,000 steps of 512 on 300,000 tracks (164 passes) followed by the balanced phase. Worst
-(p, η) bin on the two report samples (seeds 987654 / 555001; commits 179f1ca and 7548a34, from scratch,
-1,600 s each on one thread): 3M tracks, 120,000 steps, no phase: RichDLLe 0.030 / 0.035, RichDLLmu 0.038 /
-0.039, RichDLLk 0.051 / 0.046, RichDLLp 0.042 / 0.039; 3M tracks, 96,000 steps and the phase: 0.037 /
-0.046, 0.057 / 0.064, 0.047 / 0.047, 0.050 / 0.048; 300,000 tracks and the phase (the former model): 0.037 /
-0.041, 0.058 / 0.059, 0.048 / 0.046, 0.032 / 0.031. With enough tracks the phase's reweighting costs
-more than it gives, so RICH has none (:data:`BALANCED_PHASE`). 192,000 steps on the same 3M tracks (32
-passes; 2,637 s, measured once, not adopted) lowered every DLL's overall W1/σ but took the worst bins back
-up: 0.042 / 0.050, 0.056 / 0.063, 0.068 / 0.057, 0.058 / 0.047, AUC 0.513 / 0.510 (the adopted fit:
-0.503 in the report); 6M tracks at 120,000 steps (10 passes; 1,842 s, not adopted): 0.047 / 0.054,
-0.059 / 0.062, 0.057 / 0.053, 0.041 / 0.038, AUC 0.518 / 0.515. The worst bins do not follow the number
-of passes: part of the adopted fit's margin may be its run's luck, though it is scored on two samples.
-It was: the same configuration at seeds 1 and 2 (1,731 and 1,742 s) scored 0.039 / 0.040, 0.042 / 0.043,
-0.043 / 0.042, 0.037 / 0.037 (AUC 0.515 / 0.513) and 0.030 / 0.037, 0.072 / 0.076, 0.069 / 0.069, 0.064 /
-0.073 (AUC 0.499 / 0.508; DLLk and DLLp below 3.2 GeV at every η, DLLmu above 32 GeV at η 3.5-4.5). The
-spread between runs of one configuration (0.038-0.076 for the worst output) is larger than most
-differences above, each measured once; hence ``candidates``: RICH keeps the best of 3 runs."""
+RICH fits 120,000 steps on 3M tracks as the best of 3 runs: the spread between runs of one configuration
+(0.038-0.076 for the worst output) is larger than most differences between configurations
+(``export/reports/experiments.md``)."""
 BALANCE: dict[str, float] = {}
 """Exponent of a generator's (p, η) balancing weights (:func:`~.common.phase_space_weights`, times the
-sWeights); none is balanced. Measured for RICH fitted on 1M calibration tracks (RICH1's acceptance edge,
-η < 2.5, holds 2.6 % of them), on two fresh 3M-row samples, worst (p, η) bin over 4 noise draws each:
-exponent 0.5 took RichDLLe from 0.056 to 0.049 and RichDLLmu from 0.071 to 0.063 but RichDLLk from 0.060
-to 0.071; 0.25 RichDLLmu to 0.055 and RichDLLk to 0.069 (misses at the scored draw 2 and 2, 2 and 3,
-against 3 and 3): the error moves between outputs rather than going down."""
+sWeights); none is balanced: for RICH it moved the error between outputs instead of lowering it
+(``export/reports/experiments.md``)."""
 
 
 @dataclass(frozen=True)
@@ -165,21 +126,8 @@ class BalancedPhase:
 
 BALANCED_PHASE: dict[str, BalancedPhase] = {}
 """Generators whose main fit is followed by a balanced phase (samples of ``calibration.generate``, so not
-the muon generator's isMuon selection); none since RICH's main fit uses 3M tracks (:data:`STAGE_SIZES`,
-where the phase made RichDLLmu's worst bin 0.057 / 0.064 instead of 0.038 / 0.039). Measured before that,
-with ``BalancedPhase(rows=1_000_000, steps=24_000, lr=5e-4, exponent=0.5)``, RICH fitted on 300,000 tracks:
-the main fit leaves the sparse corners of (p, η) too wide, at
-RICH1's acceptance edge (η < 2.5) and above 10 GeV, where the e, μ and π rings narrow; balancing the whole
-fit moved the error to DLLk instead (:data:`BALANCE`). Measured as a continuation of that main
-fit, worst (p, η) bin on two fresh 3M-row samples (four phases: two sample seeds at 24,000 steps, one at
-48,000 steps, one on 2M tracks at 48,000): RichDLLe 0.052 / 0.056 to 0.029-0.047, RichDLLmu 0.070 / 0.071
-to 0.050-0.062, RichDLLk 0.058 / 0.055 to 0.047-0.057; the same 24,000 steps unbalanced (the control)
-gave 0.045 / 0.051, 0.060 / 0.062, 0.053 / 0.051. So most of the gain is more fitting on fresh tracks,
-the balancing adds a little, and a phase's seed moves a worst bin by about 0.01. DLLk's worst bin sits
-below RICH1's acceptance edge (η < 1.9 below 3.2 GeV), where the true DLLs are narrow and the chain
-smooths the edge. That RICH (main fit and this phase from scratch, 1,705 s on one thread; 701,821
-effective rows of 1M) on the same two samples: RichDLLe 0.037 / 0.041, RichDLLmu 0.058 / 0.059, RichDLLk
-0.048 / 0.046, RichDLLp 0.032 / 0.031."""
+the muon generator's isMuon selection); none since RICH's main fit uses 3M tracks, where the phase cost
+more than it gave (``export/reports/experiments.md``)."""
 NOISE_DIM = 64
 CONTINUOUS_PID = (0, 1, 2)
 """Quantile-transformed condition columns of pid_features: log10 p, η, n_tracks (charge and one-hot
