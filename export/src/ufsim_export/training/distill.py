@@ -118,7 +118,7 @@ class DistillConfig:
     """Labelled sets of ``n_train`` tracks in this round (each cached on its own, so a round can grow)."""
     regression_precision: str = "float32"
     """Arithmetic of the saved and served regression stage (``float32`` or ``float64``; fitted in float32
-    either way): see :data:`FULL_RESOLUTION`."""
+    either way): the full configs say why (:data:`FULL_COVARIANCE`, which documents both)."""
     candidates: int = 1
     """Runs (seeds ``seed``, ``seed + 1``, ...) fitted; the best on the selection sample is kept
     (:func:`train_selected`). The tracking generators fit one: their runs differ by less than the sparse bins'
