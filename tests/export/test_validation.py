@@ -121,7 +121,7 @@ def test_report_from_quick_models(shared_data: Path, tmp_path: Path) -> None:
 
 
 def test_pid_sections_score_the_committed_models(repo_root: Path, tmp_path: Path) -> None:
-    from ufsim_export.validation.report import pid_sections
+    from ufsim_export.validation.pid import pid_sections
 
     sections = pid_sections(repo_root / "export" / "models", tmp_path, quick=True)
     assert [s.title for s in sections] == [
@@ -146,7 +146,7 @@ def test_a_sample_too_small_for_any_efficiency_bin_is_scored_overall_only(
     import pandas as pd
 
     from ufsim_export.training import tracking
-    from ufsim_export.validation.report import efficiency_checks
+    from ufsim_export.validation.efficiency import efficiency_checks
 
     data = shared_data / "lamarr-trk-2016MU"
     particles = pd.read_parquet(data / tracking.ACCEPTANCE_FILE).iloc[:300]
@@ -180,7 +180,7 @@ def test_group_fidelity_sees_bias_and_width_at_fixed_particles() -> None:
 
 
 def test_fixed_particle_table_only_where_particles_repeat() -> None:
-    from ufsim_export.validation.report import FIXED_PARTICLE_ROWS, _fixed_particle_table
+    from ufsim_export.validation.generators import FIXED_PARTICLE_ROWS, _fixed_particle_table
 
     rng = np.random.default_rng(1)
     reference, model = rng.normal(size=(4000, 2)), rng.normal(size=(4000, 2))
