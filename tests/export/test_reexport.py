@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ufsim_export.cli import main
-from ufsim_export.training.common import sha256_file
+from ufsim_export.training.provenance import sha256_file
 from ufsim_export.training.reexport import knot_conditions
 from ufsim_export.training.saved import inner_generator, load_module
 from ufsim_export.training.two_stage import TwoStageGenerator

@@ -17,9 +17,9 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from ufsim_export.models.quantile import QuantileResidualGenerator
 from ufsim_export.training import calibration, pid
 from ufsim_export.training.chained import ChainedGenerator, ThresholdYields, fit_chained, fit_energy_score
-from ufsim_export.training.common import QuantileResidualGenerator
 
 MODELS = Path(__file__).resolve().parents[2] / "export" / "models"
 GENERATORS = {"rich": (9, 4), "muon": (9, 2), "global_pid": (16, 9)}
@@ -169,7 +169,7 @@ def test_threshold_yields_are_the_cherenkov_photon_fractions() -> None:
 
 def test_threshold_features_survive_saving_and_onnx(tmp_path: Path) -> None:
     """A chain with threshold inputs saves, reloads and exports to ONNX with the same outputs."""
-    from ufsim_export.training.common import save_generator
+    from ufsim_export.training.artifacts import save_generator
     from ufsim_export.training.saved import load_module
 
     rng = np.random.default_rng(0)

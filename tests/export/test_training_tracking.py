@@ -17,16 +17,11 @@ import pytest
 import torch
 
 from ufsim_export.convert.verify import verify_generator
+from ufsim_export.models.quantile import MonotonePiecewiseLinear, QuantileResidualGenerator, quantile_knots
 from ufsim_export.spec import PipelineSpec
 from ufsim_export.training import distill, library, tracking
-from ufsim_export.training.common import (
-    MonotonePiecewiseLinear,
-    QuantileResidualGenerator,
-    event_split,
-    git_commit,
-    quantile_knots,
-    sha256_files,
-)
+from ufsim_export.training.provenance import git_commit, sha256_files
+from ufsim_export.training.reproducibility import event_split
 from ufsim_export.training.saved import load_quantile_generator
 from ufsim_export.training.two_stage import TwoStageGenerator, two_stage_noise_dim
 
@@ -241,7 +236,7 @@ def test_piecewise_layer_is_linear_interpolation_between_its_knots() -> None:
 
 
 def test_quantile_generator_round_trips_through_state_dict(tmp_path: Path) -> None:
-    from ufsim_export.training.common import save_original
+    from ufsim_export.training.artifacts import save_original
 
     rng = np.random.default_rng(0)
     cond = np.c_[rng.normal(size=(3000, 2)), rng.integers(0, 2, (3000, 1))].astype(np.float32)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from ufsim_export.training.common import (
+from ufsim_export.training.artifacts import save_original
+from ufsim_export.training.fitting import (
     fit_deterministic,
     phase_space_weights,
     refine_lbfgs,
-    save_original,
     standardised_mse,
 )
 from ufsim_export.training.saved import load_quantile_generator

@@ -26,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..models.generators import ResidualGenerator
-from .common import MonotonePiecewiseLinear, QuantileResidualGenerator
+from ..models.quantile import MonotonePiecewiseLinear, QuantileResidualGenerator
 
 
 class PartialQuantileGenerator(QuantileResidualGenerator):

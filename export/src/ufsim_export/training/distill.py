@@ -2,9 +2,10 @@
 
 Lamarr's generators are deterministic maps (conditions, 128 N(0, 1) noise) -> outputs. With the library
 (:mod:`.library`) we label as many (conditions, noise) pairs as we like, so the student (Lamarr's own
-architecture with its quantile preprocessing built in, :class:`~.common.QuantileResidualGenerator`) is
-regressed on the teacher's map: same conditions + same noise -> same outputs. Matching the map for
-N(0, 1) noise makes every output distribution right for any N(0, 1) noise, and gives per-track parity.
+architecture with its quantile preprocessing built in,
+:class:`~ufsim_export.models.quantile.QuantileResidualGenerator`) is regressed on the teacher's map: same
+conditions + same noise -> same outputs. Matching the map for N(0, 1) noise makes every output distribution
+right for any N(0, 1) noise, and gives per-track parity.
 
 The served covariance step is conditioned on the generated chi2PerDoF, nDoF_f and ghostProb; the
 student learns it on the library's own resolution outputs of the same track (Lamarr's chain).
@@ -31,22 +32,11 @@ from numpy.typing import NDArray
 
 from ..convert.verify import onnx_session, run_chunks
 from ..metrics import MIN_BIN_ROWS, TARGET_BIN_ROWS
-from .common import (
-    N_THREADS,
-    FitHistory,
-    effective_rows,
-    fit_deterministic,
-    git_commit,
-    library_versions,
-    phase_space_weights,
-    refine_lbfgs,
-    save_generator,
-    seed_everything,
-    set_training_seconds,
-    sha256_file,
-    sha256_files,
-)
+from .artifacts import save_generator
+from .fitting import FitHistory, effective_rows, fit_deterministic, phase_space_weights, refine_lbfgs
 from .library import DEFAULT_CACHE, LabelledSet, labelled_set, library_path, log10p_eta
+from .provenance import git_commit, library_versions, set_training_seconds, sha256_file, sha256_files
+from .reproducibility import N_THREADS, seed_everything
 from .saved import load_quantile_generator
 from .selection import Score, keep_best, worst_bins
 from .two_stage import (
@@ -89,7 +79,7 @@ class DistillConfig:
     lr: float = 2e-3
     n_knots: int = 201
     lbfgs_chunks: int = 0
-    """L-BFGS refinement of the regression after its Adam epochs (:func:`~.common.refine_lbfgs`): chunks
+    """L-BFGS refinement of the regression after its Adam epochs (:func:`~.fitting.refine_lbfgs`): chunks
     of fresh training rows; 0 for none."""
     lbfgs_rows: int = 200_000
     lbfgs_iterations: int = 15
@@ -103,7 +93,7 @@ class DistillConfig:
     spread_steps: int = 24_000
     """Energy-score steps per spread stage (batch 512)."""
     spread_balance: float = 0.0
-    """Exponent of the spread chain's (p, η) balancing weights (:func:`~.common.phase_space_weights`);
+    """Exponent of the spread chain's (p, η) balancing weights (:func:`~.fitting.phase_space_weights`);
     0 for unit weights."""
     label_balance: float = 0.0
     """Exponent of the (p, η) balancing of the round's training draw (:func:`~.library.labelled_set`):

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
 from ..files import replacing
-from .common import phase_space_weights
+from .fitting import phase_space_weights
 
 LIBRARY_GLOB = "library/*.so"
 NOISE_DIM = 128
@@ -216,7 +216,7 @@ def sample_track_conditions(
 
     Particles are drawn with probability P(acc) x P(reconstructed), the track type from the library's
     class probabilities. ``balance`` > 0 draws the tracks (p, η)-balanced instead: ``BALANCE_OVERSAMPLE``
-    x n natural tracks resampled with :func:`~.common.phase_space_weights` of that exponent, so sparse
+    x n natural tracks resampled with :func:`~.fitting.phase_space_weights` of that exponent, so sparse
     corners get more distinct tracks than unit-weight rows could give them.
     """
     if balance:

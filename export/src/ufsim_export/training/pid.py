@@ -43,9 +43,9 @@ mass), so training on a background-subtracted sample targets the pure-signal dis
 weights are allowed (the normalisation uses the sample's total weight, not the batch's).
 
 Preprocessing is Lamarr's (quantile transforms of the continuous conditions and of every output,
-built into :class:`~ufsim_export.training.common.QuantileResidualGenerator`), so each exported ONNX
+built into :class:`~ufsim_export.models.quantile.QuantileResidualGenerator`), so each exported ONNX
 takes and returns physical units. Conversion and verification go through
-``ufsim_export.training.common.save_gbdt`` / ``save_generator`` (``gbdt_to_onnx`` with
+``ufsim_export.training.artifacts.save_gbdt`` / ``save_generator`` (``gbdt_to_onnx`` with
 ``perf_tree_trav``, ``generator_to_onnx``, ``verify_classifier`` / ``verify_generator``).
 
 Validation (held-out pure calibration sample, written into each manifest): W1/σ per output and
@@ -74,19 +74,14 @@ from torch import nn
 
 from ..convert.verify import TAIL_SIGMAS, onnx_session, run_chunks
 from ..metrics import MIN_BIN_ROWS, TARGET_BIN_ROWS, c2st_auc, w1_over_sigma
+from ..models.quantile import QuantileResidualGenerator
 from . import calibration
+from .artifacts import save_gbdt, save_generator
 from .calibration import GLOBAL_COLUMNS, MASS_MEV, MUON_COLUMNS, PID_FEATURES, RICH_COLUMNS, SPECIES
 from .chained import ChainedCore, ChainedGenerator, fit_chained, fit_stages
-from .common import (
-    QuantileResidualGenerator,
-    effective_rows,
-    git_commit,
-    library_versions,
-    phase_space_weights,
-    save_gbdt,
-    save_generator,
-    seed_everything,
-)
+from .fitting import effective_rows, phase_space_weights
+from .provenance import git_commit, library_versions
+from .reproducibility import seed_everything
 from .selection import keep_best, worst_bins
 
 STEPS = ("is_muon", "rich", "muon", "global_pid")
@@ -102,7 +97,7 @@ RICH fits 120,000 steps on 3M tracks as the best of 3 runs: the spread between r
 (0.038-0.076 for the worst output) is larger than most differences between configurations
 (``export/reports/experiments.md``)."""
 BALANCE: dict[str, float] = {}
-"""Exponent of a generator's (p, η) balancing weights (:func:`~.common.phase_space_weights`, times the
+"""Exponent of a generator's (p, η) balancing weights (:func:`~.fitting.phase_space_weights`, times the
 sWeights); none is balanced: for RICH it moved the error between outputs instead of lowering it
 (``export/reports/experiments.md``)."""
 
@@ -111,7 +106,7 @@ sWeights); none is balanced: for RICH it moved the error between outputs instead
 class BalancedPhase:
     """A second fit of every chain stage after the main one, on a fresh (p, η)-balanced sample.
 
-    Weights are the sWeights times :func:`~.common.phase_space_weights` of ``exponent``; the learning rate
+    Weights are the sWeights times :func:`~.fitting.phase_space_weights` of ``exponent``; the learning rate
     is lower than the main fit's, and the quantile transforms stay the main fit's.
     """
 

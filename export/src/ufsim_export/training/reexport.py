@@ -18,8 +18,9 @@ from torch import nn
 
 from ..convert import generator_to_onnx, save_model
 from ..convert.verify import VerificationReport, verify_generator
-from .common import git_commit, save_original, sha256_file, write_manifest
+from .artifacts import save_original
 from .distill import VERIFY_RTOL
+from .provenance import git_commit, sha256_file, write_manifest
 from .saved import inner_generator, load_module
 from .two_stage import TwoStageGenerator
 

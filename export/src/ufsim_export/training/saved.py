@@ -1,6 +1,6 @@
 """Rebuild a generator saved in ``<step>.pt``, whichever of the training classes wrote it.
 
-Every generator is saved the same way (``common.save_generator``: class name, constructor arguments,
+Every generator is saved the same way (``artifacts.save_generator``: class name, constructor arguments,
 state_dict); the constructor arguments tell the classes apart, so one loader serves the warm starts,
 ``reexport`` and the validation.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..models.quantile import QuantileResidualGenerator, restore_quantile_layers
 from .chained import ChainedGenerator, PartialQuantileGenerator
-from .common import QuantileResidualGenerator, restore_quantile_layers
 from .pid import MaskedGlobalPID
 from .two_stage import TwoStageGenerator
 

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from ..files import write_bytes
 from ..metrics import ETA_EDGES, LOG10P_EDGES, binned_w1_over_sigma
-from .common import write_manifest
+from .provenance import write_manifest
 
 Score = Callable[[Path], dict[str, float]]
 """A candidate's ``<step>.onnx`` -> per output, its worst-bin W1/σ on the selection sample."""

@@ -8,13 +8,13 @@
   library's function of all particles (Lamarr evaluates it after sampling acceptance, §7 of
   lamarr-reference); the pipeline only uses it for particles sampled in acceptance, so each particle's
   loss is weighted by 0.1 + 0.9 * acceptance (focus where it is used, without abandoning the rest).
-- ``tracking_resolution`` and ``tracking_covariance``: Lamarr's generator architecture with its
-  quantile preprocessing built in (:class:`~.common.QuantileResidualGenerator`), fitted to the
-  library's own deterministic map (conditions, noise) -> outputs on tracks labelled by the library
-  itself (:mod:`.library`, :mod:`.distill`). The covariance generator is conditioned on the library's
-  own track-quality outputs (chi2PerDoF, nDoF_f, ghostProb) of the same track.
+- ``tracking_resolution`` and ``tracking_covariance``: Lamarr's generator architecture with its quantile
+  preprocessing built in (:class:`~ufsim_export.models.quantile.QuantileResidualGenerator`), fitted to the
+  library's own deterministic map (conditions, noise) -> outputs on tracks labelled by the library itself
+  (:mod:`.library`, :mod:`.distill`). The covariance generator is conditioned on the library's own
+  track-quality outputs (chi2PerDoF, nDoF_f, ghostProb) of the same track.
 
-A validation split of whole events (20 %, :func:`~.common.event_split`) is never trained on; the
+A validation split of whole events (20 %, :func:`~.reproducibility.event_split`) is never trained on; the
 manifests carry metrics measured on it.
 """
 
@@ -37,17 +37,10 @@ from tqdm.auto import tqdm
 
 from ..spec import PipelineSpec, default_spec_path, load_spec
 from . import distill
-from .common import (
-    N_THREADS,
-    event_split,
-    git_commit,
-    library_versions,
-    save_gbdt,
-    seed_everything,
-    set_training_seconds,
-    sha256_files,
-)
+from .artifacts import save_gbdt
 from .library import library_path
+from .provenance import git_commit, library_versions, set_training_seconds, sha256_files
+from .reproducibility import N_THREADS, event_split, seed_everything
 
 ACCEPTANCE_FILE = "train_acceptance_efficiency.parquet"
 RESOLUTION_FILE = "train_resolution_covariance.parquet"

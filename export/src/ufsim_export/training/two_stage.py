@@ -1,6 +1,6 @@
 """The tracking generators' two stages: the library's map where the noise resolves it, a chain for the rest.
 
-The regression (:func:`~.common.fit_deterministic`) learns the library's map (conditions, 128 noise) ->
+The regression (:func:`~.fitting.fit_deterministic`) learns the library's map (conditions, 128 noise) ->
 outputs, but not all of it: 4-36 % of each output's variance (chi2PerDoF and ghostProb the most) is left
 over, and the MSE optimum there is a conditional mean, narrower than the library's spread. A classifier
 tells it from the library (two-sample AUC 0.63 for the resolution). :class:`TwoStageCore` adds the
@@ -25,8 +25,8 @@ from numpy.typing import NDArray
 from torch import nn
 
 from ..models.generators import ResidualGenerator
+from ..models.quantile import QuantileResidualGenerator
 from .chained import ChainedCore, fit_stages
-from .common import QuantileResidualGenerator
 
 LIBRARY_NOISE = 128
 """The noise columns the library's generators (and so the regression stage) take."""
@@ -202,7 +202,7 @@ def fit_spread(
     """Fit the spread chain on the residuals of the (fitted) regression; the losses per stage per 100 steps.
 
     ``conditions`` and ``outputs`` in physical units, ``noise`` the library's 128 columns the labels were
-    made with, ``weights`` per track (:func:`~.common.phase_space_weights`) or None. Stage j is fitted on
+    made with, ``weights`` per track (:func:`~.fitting.phase_space_weights`) or None. Stage j is fitted on
     the true earlier residuals (teacher forcing), seed ``seed + j``.
     """
     x = module.core_conditions(conditions)

@@ -28,7 +28,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..files import write_text
-from ..training.common import git_commit
+from ..training.provenance import git_commit
 from .efficiency import EFF_BIN_TARGET, EFF_OVERALL_TARGET, efficiency_section
 from .fidelity import fidelity_section
 from .pid import pid_sections
