@@ -33,6 +33,8 @@ scored): how much of a bin's pass or miss is the draw rather than the model."""
 
 
 def _edges_text() -> str:
+    """The scored (p, η) bins' inner edges, for the tables' captions."""
+
     def joined(edges: NDArray[Any]) -> str:
         return ", ".join(f"{e:g}" for e in edges[1:-1])
 
