@@ -164,7 +164,7 @@ class QuantileResidualGenerator(nn.Module):
     Lamarr trains its generators on QuantileTransformer(normal) inputs and outputs (lamarr-reference
     §1.1); keeping the transforms in the module makes the exported ONNX take and return physical units.
     ``core`` replaces the default network (``width`` units, ``n_residual`` blocks) by another module with
-    its interface (the PID chains, :class:`~.chained.ChainedCore`).
+    its interface (the PID chains, :class:`~ufsim_export.training.chained.ChainedCore`).
     """
 
     def __init__(

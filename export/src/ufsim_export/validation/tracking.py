@@ -83,7 +83,7 @@ def distribution_sections(
 ) -> list[Section]:
     """Resolution, covariance (on the library's quality) and the served chain on one sample of tracks.
 
-    ``titles``: the three sections'; ``tag``/``particles`` as in :func:`generator_section`.
+    ``titles``: the three sections'; ``tag``/``particles`` as in :func:`~.generators.generator_section`.
     """
     cols = Columns.from_spec()
     log10p, eta = log10p_eta(tracks.conditions.astype(np.float64))
