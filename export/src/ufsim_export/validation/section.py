@@ -12,12 +12,13 @@ from numpy.typing import NDArray
 
 from ..convert.verify import onnx_session, run_chunks
 from ..metrics import MIN_BIN_ROWS, TARGET_BIN_ROWS
+from ..training import pid
 
 W1_TARGET = 0.05
 AUC_TARGET = 0.55
 FIGURES = "figures"
 """The report's figure folder, beside ``validation.md``."""
-PID_STEPS = ("is_muon", "rich", "muon", "global_pid")
+PID_STEPS = pid.STEPS
 MODEL_STEPS = ("acceptance", "tracking_efficiency", "tracking_resolution", "tracking_covariance", *PID_STEPS)
 """Every model the report covers, in its tables' order."""
 
