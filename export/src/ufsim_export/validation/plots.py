@@ -1,4 +1,4 @@
-"""The report's figures: overlays, efficiency curves, binned W1/σ maps and the served nDoF."""
+"""The report's figures: overlays, efficiency curves, binned W1/σ maps, the served nDoF, fitting histories."""
 
 from __future__ import annotations
 
@@ -115,6 +115,22 @@ def plot_ndof(values: NDArray[Any], reference: NDArray[Any], model: NDArray[Any]
     ax.step(values, model, where="mid", label="served nDoF (ONNX)", color="C3", ls="--")
     ax.set_xlabel("nDoF")
     ax.set_ylabel("fraction of tracks")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+
+
+def plot_lineage(curves: dict[str, tuple[NDArray[Any], NDArray[Any]]], path: Path) -> None:
+    """Validation loss after each epoch against the training rows seen so far, log-log, per regression."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for step, (seen, loss) in curves.items():
+        ax.plot(seen, loss, marker=".", ms=3, label=step)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training rows seen")
+    ax.set_ylabel("validation MSE (Gaussianised)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=72)

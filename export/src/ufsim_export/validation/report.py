@@ -31,6 +31,7 @@ from ..files import write_text
 from ..training.provenance import git_commit
 from .efficiency import EFF_BIN_TARGET, EFF_OVERALL_TARGET, efficiency_section
 from .fidelity import fidelity_section
+from .lineage import lineage_lines
 from .pid import pid_sections
 from .section import AUC_TARGET, FIGURES, MODEL_STEPS, W1_TARGET, Section, read_manifest
 from .tracking import fresh_sections, tracking_sections
@@ -139,6 +140,7 @@ def write_report(data_dir: Path, models_dir: Path, out_dir: Path, *, quick: bool
     lines += [f"- MISS: {m}" for m in misses] or ["- every check passes"]
     lines += ["", "## How the tracking models were trained", "", *METHOD, ""]
     lines += ["## Training provenance", "", *training_table(models_dir), ""]
+    lines += ["## How far the tracking regressions' fits went", "", *lineage_lines(models_dir, fig_dir), ""]
     for s in sections:
         lines += [f"## {s.title}", "", *s.lines, ""]
     path = out_dir / "validation.md"
