@@ -20,6 +20,13 @@ def _plt() -> Any:
     return plt
 
 
+def _save(fig: Any, path: Path) -> None:
+    """Lay out, write as a 72 dpi PNG and close ``fig`` (pyplot keeps every open figure otherwise)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    _plt().close(fig)
+
+
 def plot_overlays(
     reference: NDArray[Any], model: NDArray[Any], names: list[str], path: Path, *, title: str
 ) -> None:
@@ -44,9 +51,7 @@ def plot_overlays(
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_efficiency_curves(
@@ -82,9 +87,7 @@ def plot_efficiency_curves(
             axd.tick_params(labelsize=7)
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_binned_w1(values: dict[str, NDArray[Any]], path: Path, *, title: str) -> None:
@@ -102,9 +105,7 @@ def plot_binned_w1(values: dict[str, NDArray[Any]], path: Path, *, title: str) -
     ax.set_xticks(range(len(labels)), labels, fontsize=6, rotation=90)
     fig.colorbar(im, ax=ax, label="W1/σ (bin)")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_ndof(values: NDArray[Any], reference: NDArray[Any], model: NDArray[Any], path: Path) -> None:
@@ -116,9 +117,7 @@ def plot_ndof(values: NDArray[Any], reference: NDArray[Any], model: NDArray[Any]
     ax.set_xlabel("nDoF")
     ax.set_ylabel("fraction of tracks")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_lineage(curves: dict[str, tuple[NDArray[Any], NDArray[Any]]], path: Path) -> None:
@@ -132,6 +131,4 @@ def plot_lineage(curves: dict[str, tuple[NDArray[Any], NDArray[Any]]], path: Pat
     ax.set_xlabel("training rows seen")
     ax.set_ylabel("validation MSE (Gaussianised)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
+    _save(fig, path)
