@@ -63,13 +63,18 @@ def rows_seen(history: list[Round]) -> NDArray[np.float64]:
     return np.cumsum(per_epoch, dtype=np.float64)
 
 
+def round_ends(history: list[Round]) -> NDArray[np.float64]:
+    """Cumulative training rows seen at the end of each round of ``history``."""
+    return np.cumsum([r.rows * r.epochs for r in history], dtype=np.float64)
+
+
 def loss_exponent(history: list[Round]) -> float:
     """b in loss ∝ rows_seen^-b, fitted in log-log to the rounds' final losses from the second round on.
 
     The first round starts from random weights: its fall is not the rate further fitting continues at.
     nan with fewer than two such rounds.
     """
-    ends = np.cumsum([r.rows * r.epochs for r in history], dtype=np.float64)[1:]
+    ends = round_ends(history)[1:]
     finals = np.array([r.val_loss[-1] for r in history[1:]])
     if len(finals) < 2:
         return float("nan")
@@ -81,9 +86,9 @@ def lineage_lines(models_dir: Path, fig_dir: Path) -> list[str]:
     """The report's table of rounds per tracking regression, its figure and the fitted rate."""
     lines = [
         "Every round that refitted the regression, oldest first, from the manifests' `training.warm_start` "
-        "chain: the mean squared error of the Gaussianised outputs on its 20,000 held-out tracks after each "
-        "epoch. Labels are the library-labelled set of that label round; the curve jumps where a round "
-        "starts on new labels, or after the energy-score fine-tune that followed the resolution's first "
+        "chain: the mean squared error of the Gaussianised outputs on its held-out tracks after each epoch. "
+        "Labels are the library-labelled set of that label round; the curve jumps where a round starts on "
+        "new labels, or after the energy-score fine-tune that followed the resolution's first "
         "rounds. b is fitted to the rounds' final losses from the second round on, loss ∝ rows^-b: at that "
         "rate, halving the loss takes 2^(1/b) times the rows seen.",
         "",
@@ -98,12 +103,10 @@ def lineage_lines(models_dir: Path, fig_dir: Path) -> list[str]:
             continue
         seen = rows_seen(history)
         curves[step] = (seen, np.array([v for r in history for v in r.val_loss]))
-        total = 0
-        for i, r in enumerate(history, 1):
-            total += r.rows * r.epochs
+        for i, (r, end) in enumerate(zip(history, round_ends(history), strict=True), 1):
             lines.append(
                 f"| {step} | {i} | {r.labels} | {r.rows:,} x {r.epochs} | {r.lr:g} | {r.batch_size} | "
-                f"{r.val_loss[-1]:.4f} | {total:,} |"
+                f"{r.val_loss[-1]:.4f} | {int(end):,} |"
             )
         b = loss_exponent(history)
         halving = f"{2 ** (1 / b):,.0f}x" if np.isfinite(b) and b > 0 else "n/a"
