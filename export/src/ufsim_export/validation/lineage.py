@@ -28,10 +28,14 @@ class Round:
 
     rows: int
     labels: int
-    epochs: int
     lr: float
     batch_size: int
     val_loss: tuple[float, ...]
+
+    @property
+    def epochs(self) -> int:
+        """Epochs fitted: one validation loss each."""
+        return len(self.val_loss)
 
 
 def rounds(manifest: Mapping[str, Any]) -> list[Round]:
@@ -46,7 +50,6 @@ def rounds(manifest: Mapping[str, Any]) -> list[Round]:
                 Round(
                     rows=int(config["n_train"]),
                     labels=int(config.get("label_round") or 0),
-                    epochs=len(losses),
                     lr=float(config["lr"]),
                     batch_size=int(config["batch_size"]),
                     val_loss=losses,
